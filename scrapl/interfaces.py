@@ -1,0 +1,180 @@
+"""Contracts shared by every plugin (a leaf module: torch and stdlib only).
+
+Three kinds of plugin exist:
+
+* ``transform``: a :class:`ScatteringTransform` (an ``nn.Module``) whose output is
+  split into *paths*; ``forward_path(x, i)`` computes one path only.
+* ``sampler``: a :class:`PathSampler` drawing one path index per training step from a
+  probability vector held on the CPU, with its own ``torch.Generator``.
+* ``optimizer``: a ``torch.optim.Optimizer`` subclass whose ``step`` knows which path
+  produced the gradient (:class:`PathAwareOptimizer`).
+
+A plugin is described by a :class:`PluginSpec` (kind, name, pydantic config class and
+a factory).  Factories have these signatures (keyword arguments are passed by
+``scrapl.build``)::
+
+    transform: factory(config) -> ScatteringTransform
+    sampler:   factory(config, *, n_paths: int, generator: torch.Generator) -> PathSampler
+    optimizer: factory(config, params, *, n_paths: int,
+                       path_source: Callable[[], int | None], **overrides) -> torch.optim.Optimizer
+
+``path_source`` returns the index of the path drawn by the most recent training
+forward of the loss (``None`` before the first one); ``overrides`` are the keyword
+arguments the user passed to ``build(...).optimizer(params, lr=..., ...)`` and take
+precedence over the config's fields.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, Mapping
+
+import torch
+from torch import Tensor, nn
+
+PluginKind = Literal["transform", "sampler", "optimizer"]
+PLUGIN_KINDS: tuple[str, ...] = ("transform", "sampler", "optimizer")
+
+
+@dataclass(frozen=True)
+class PathInfo:
+    """Physical meaning of one scattering path, for logging and plots.
+
+    Attributes:
+        index: path index ``i`` (position in ``transform.paths``).
+        key: the transform's own key of the path, e.g. ``(n2, n_fr)`` for JTFS.
+        label: short human-readable description.
+        temporal_rate: centre frequency of the second-order temporal wavelet in
+            cycles per sample (multiply by a sample rate for Hz); ``None`` if the
+            path has no temporal modulation axis.
+        freq_scale: centre frequency of the frequential wavelet in cycles per octave
+            (0.0 for the frequential low-pass); ``None`` if not applicable.
+        spin: +1 / -1 for the two frequential wavelet orientations, 0 for the
+            frequential low-pass, ``None`` if not applicable.
+        extra: transform-specific numbers (``j2``, ``j_fr``, ``n1_max`` ...).
+    """
+
+    index: int
+    key: tuple[int, ...]
+    label: str
+    temporal_rate: float | None = None
+    freq_scale: float | None = None
+    spin: int | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def temporal_rate_hz(self, sample_rate: float) -> float | None:
+        """Temporal modulation rate in Hz for a signal sampled at ``sample_rate`` Hz."""
+        if self.temporal_rate is None:
+            return None
+        if not (isinstance(sample_rate, (int, float)) and math.isfinite(sample_rate) and sample_rate > 0):
+            raise ValueError(f"sample_rate must be a positive finite number, got {sample_rate!r}")
+        return self.temporal_rate * float(sample_rate)
+
+
+class ScatteringTransform(nn.Module, abc.ABC):
+    """A scattering transform whose output channels are SCRAPL paths.
+
+    Subclasses set ``n_samples`` (expected signal length) and implement
+    :attr:`paths`, :attr:`path_infos`, :meth:`forward_path` and :meth:`forward`.
+    Input signals are ``(batch, samples)`` or ``(batch, channels, samples)``.
+    """
+
+    n_samples: int
+
+    @property
+    @abc.abstractmethod
+    def paths(self) -> list[tuple[int, ...]]:
+        """Path keys in path-index order."""
+
+    @property
+    def n_paths(self) -> int:
+        """Number of SCRAPL paths ``P``."""
+        return len(self.paths)
+
+    @property
+    @abc.abstractmethod
+    def path_infos(self) -> list[PathInfo]:
+        """One :class:`PathInfo` per path, in path-index order."""
+
+    @abc.abstractmethod
+    def forward_path(self, x: Tensor, i: int, *, crop_time: bool = True) -> Tensor:
+        """Coefficients of path ``i``.
+
+        Args:
+            x: signal, shape ``(*batch, samples)`` with ``samples == n_samples``.
+            i: path index in ``[0, n_paths)``.
+            crop_time: crop the time axis as the full transform does (``True``), or
+                keep the padded frames as the reference SCRAPL loss does (``False``).
+
+        Returns:
+            Tensor of shape ``(*batch, freq, time)``.
+        """
+
+    @abc.abstractmethod
+    def forward(self, x: Tensor) -> Tensor:
+        """All paths: shape ``(*batch, n_paths, freq, time)``, equal path by path to
+        :meth:`forward_path`."""
+
+
+class PathSampler(abc.ABC):
+    """Draws one path index per call from a probability vector.
+
+    Probabilities are a float64 CPU tensor of shape ``(n_paths,)`` summing to one.
+    All randomness goes through :attr:`generator` (a CPU ``torch.Generator``), whose
+    state is part of :meth:`state_dict`, so a resumed run draws the same paths.
+    """
+
+    n_paths: int
+    generator: torch.Generator
+
+    @property
+    @abc.abstractmethod
+    def probs(self) -> Tensor:
+        """Sampling probabilities, float64, shape ``(n_paths,)``, CPU."""
+
+    @abc.abstractmethod
+    def sample(self, seed: int | None = None) -> int:
+        """Draw a path index.  If ``seed`` is given the generator is re-seeded with
+        it first (the reference's ``forward(..., seed=...)`` behaviour)."""
+
+    @abc.abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue drawing the same sequence (tensors, numbers,
+        strings and containers only, loadable with ``torch.load(weights_only=True)``)."""
+
+    @abc.abstractmethod
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore the state produced by :meth:`state_dict`."""
+
+    def reset(self) -> None:
+        """Forget what was drawn so far (probabilities are kept)."""
+
+
+class PathAwareOptimizer(torch.optim.Optimizer):
+    """Marker base class: an optimizer whose ``step(closure=None, path=None)`` uses
+    the path that produced the current gradient.  ``n_paths`` is the number of
+    paths ``P`` it keeps per-path state for."""
+
+    n_paths: int
+
+
+@dataclass(frozen=True)
+class PluginSpec:
+    """Description of one plugin, returned by the ``scrapl_register_plugins`` hook.
+
+    Attributes:
+        kind: ``"transform"``, ``"sampler"`` or ``"optimizer"``.
+        name: unique name within the kind; equals the config's ``name`` literal.
+        config_cls: pydantic model (subclass of :class:`scrapl.configs.PluginConfig`)
+            validating this plugin's settings.
+        factory: callable building the component (signatures in the module docs).
+        description: one line shown by listings.
+    """
+
+    kind: str
+    name: str
+    config_cls: type
+    factory: Callable[..., Any]
+    description: str = ""
