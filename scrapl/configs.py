@@ -7,7 +7,9 @@ typo is an error that names the field.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class StrictModel(BaseModel):
@@ -20,3 +22,34 @@ class PluginConfig(StrictModel):
     """Base class of plugin configs; subclasses set ``name: Literal["<plugin>"]``."""
 
     name: str
+
+
+class LossConfig(StrictModel):
+    """Settings of :class:`scrapl.SCRAPLLoss` that are not part of a plugin.
+
+    Attributes:
+        p: order of the norm of each path's coefficient difference (> 0).
+        use_rho_log1p: compare ``log1p(S / log1p_eps)`` instead of ``S``.
+        log1p_eps: scale of the log1p compression (> 0).
+        reduction: ``"mean"`` over batch and channels (the reference), ``"sum"``, or
+            ``"none"`` (one distance per example, shape ``(batch, channels)``).
+        crop_time: crop padded time frames as the full transform does.  ``False``
+            reproduces the reference SCRAPL loss values (which keep them).
+        path_per_step: draw one path per optimizer step: training forwards reuse the
+            drawn path until the optimizer consumes it (gradient accumulation, several
+            loss terms and two forwards per backward then stay consistent).  ``False``
+            draws a new path at every training forward, as the reference does.
+        eval_paths: what an ``eval()``-mode forward computes: ``"sample"`` (a random
+            path, like the reference) or ``"all"`` (the deterministic full-tree
+            distance, the mean over all paths).
+        check_finite: raise ``ValueError`` on NaN/inf input values.
+    """
+
+    p: float = Field(default=2.0, gt=0)
+    use_rho_log1p: bool = False
+    log1p_eps: float = Field(default=1e-3, gt=0)
+    reduction: Literal["mean", "sum", "none"] = "mean"
+    crop_time: bool = False
+    path_per_step: bool = True
+    eval_paths: Literal["sample", "all"] = "sample"
+    check_finite: bool = True
