@@ -1,0 +1,130 @@
+"""Path-aware optimizers: P-Adam, P-SAGA, P-Adam+SAGA and SGD as ``torch.optim``
+optimizers whose ``step(closure=None, path=None)`` knows which SCRAPL path produced
+the gradient, and :class:`PathGradHooks` for the reference's ``attach_params`` API.
+
+Plugins (kind ``"optimizer"``), built by ``factory(config, params, *, n_paths,
+path_source, **overrides)``:
+
+============  ===============================================================
+``p_adam_saga``  P-Adam moments, P-SAGA, then SGD (the paper's default)
+``p_adam``       P-Adam moments, then SGD
+``p_saga``       P-SAGA over raw gradients, then SGD
+``sgd``          plain SGD (no per-path state)
+============  ===============================================================
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Mapping, Optional
+
+from scrapl.interfaces import PluginSpec
+from scrapl.optim.base import PathOptimizerBase
+from scrapl.optim.config import PAdamConfig, PAdamSAGAConfig, PSAGAConfig, SGDConfig, merge_overrides
+from scrapl.optim.hooks import PathGradHooks
+from scrapl.optim.p_adam import PAdam, PAdamSAGA
+from scrapl.optim.p_saga import PSAGA
+from scrapl.optim.sgd import PathSGD
+
+__all__ = [
+    "PLUGINS",
+    "PAdam",
+    "PAdamSAGA",
+    "PSAGA",
+    "PathSGD",
+    "PathOptimizerBase",
+    "PathGradHooks",
+    "PAdamConfig",
+    "PAdamSAGAConfig",
+    "PSAGAConfig",
+    "SGDConfig",
+    "make_p_adam_saga",
+    "make_p_adam",
+    "make_p_saga",
+    "make_sgd",
+]
+
+PathSource = Callable[[], Optional[int]]
+
+
+def make_p_adam_saga(
+    config: PAdamSAGAConfig | Mapping[str, Any],
+    params: Iterable[Any],
+    *,
+    n_paths: int,
+    path_source: Optional[PathSource] = None,
+    **overrides: Any,
+) -> PAdamSAGA:
+    """Build :class:`PAdamSAGA` from its config; ``overrides`` (e.g. ``lr=...``) win."""
+    cfg = merge_overrides(config, PAdamSAGAConfig, overrides)
+    return PAdamSAGA(params, n_paths, path_source=path_source, **cfg.model_dump(exclude={"name"}))
+
+
+def make_p_adam(
+    config: PAdamConfig | Mapping[str, Any],
+    params: Iterable[Any],
+    *,
+    n_paths: int,
+    path_source: Optional[PathSource] = None,
+    **overrides: Any,
+) -> PAdam:
+    """Build :class:`PAdam` from its config; ``overrides`` win."""
+    cfg = merge_overrides(config, PAdamConfig, overrides)
+    return PAdam(params, n_paths, path_source=path_source, **cfg.model_dump(exclude={"name"}))
+
+
+def make_p_saga(
+    config: PSAGAConfig | Mapping[str, Any],
+    params: Iterable[Any],
+    *,
+    n_paths: int,
+    path_source: Optional[PathSource] = None,
+    **overrides: Any,
+) -> PSAGA:
+    """Build :class:`PSAGA` from its config; ``overrides`` win."""
+    cfg = merge_overrides(config, PSAGAConfig, overrides)
+    return PSAGA(params, n_paths, path_source=path_source, **cfg.model_dump(exclude={"name"}))
+
+
+def make_sgd(
+    config: SGDConfig | Mapping[str, Any],
+    params: Iterable[Any],
+    *,
+    n_paths: int,
+    path_source: Optional[PathSource] = None,
+    **overrides: Any,
+) -> PathSGD:
+    """Build :class:`PathSGD` from its config; ``overrides`` win."""
+    cfg = merge_overrides(config, SGDConfig, overrides)
+    return PathSGD(params, n_paths, path_source=path_source, **cfg.model_dump(exclude={"name"}))
+
+
+PLUGINS: list[PluginSpec] = [
+    PluginSpec(
+        kind="optimizer",
+        name="p_adam_saga",
+        config_cls=PAdamSAGAConfig,
+        factory=make_p_adam_saga,
+        description="P-Adam moments + P-SAGA, then SGD (the paper's default)",
+    ),
+    PluginSpec(
+        kind="optimizer",
+        name="p_adam",
+        config_cls=PAdamConfig,
+        factory=make_p_adam,
+        description="P-Adam (per-path Adam moments), then SGD",
+    ),
+    PluginSpec(
+        kind="optimizer",
+        name="p_saga",
+        config_cls=PSAGAConfig,
+        factory=make_p_saga,
+        description="P-SAGA (per-path SAGA over raw gradients), then SGD",
+    ),
+    PluginSpec(
+        kind="optimizer",
+        name="sgd",
+        config_cls=SGDConfig,
+        factory=make_sgd,
+        description="plain SGD (no per-path state)",
+    ),
+]
