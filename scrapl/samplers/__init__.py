@@ -1,0 +1,81 @@
+"""Path samplers: ``uniform`` and ``theta_is`` (theta-importance sampling).
+
+Plugins (kind ``"sampler"``), built by ``factory(config, *, n_paths, generator)``:
+
+============  ================================================================
+``uniform``   every path with probability ``1/P`` (unbiased)
+``theta_is``  probabilities from the curvature warmup (:func:`run_warmup`)
+============  ================================================================
+
+The warmup machinery (:mod:`~scrapl.samplers.curvature`,
+:mod:`~scrapl.samplers.warmup`) needs from the loss only a per-path distance
+``dist_fn(x, x_hat, path_idx) -> scalar``.
+"""
+
+from __future__ import annotations
+
+from scrapl.interfaces import PluginSpec
+from scrapl.samplers.base import PROBS_SUM_TOL, ProbabilitySampler, validate_probs
+from scrapl.samplers.curvature import CurvatureEstimator, check_is_deterministic, largest_eigenvalues, path_curvatures
+from scrapl.samplers.theta_is import (
+    InvalidWarmupFileError,
+    ThetaISSampler,
+    ThetaISSamplerConfig,
+    aggregate_vals,
+    load_probs_file,
+    load_vals_file,
+    load_warmup_dir,
+    make_theta_is_sampler,
+    probs_file,
+    probs_from_curvatures,
+    save_probs_file,
+    vals_file,
+)
+from scrapl.samplers.uniform import UniformSampler, UniformSamplerConfig, make_uniform_sampler
+from scrapl.samplers.warmup import merge_warmup_dir, run_warmup, shard_paths
+
+__all__ = [
+    "PLUGINS",
+    "PROBS_SUM_TOL",
+    "ProbabilitySampler",
+    "UniformSampler",
+    "UniformSamplerConfig",
+    "ThetaISSampler",
+    "ThetaISSamplerConfig",
+    "InvalidWarmupFileError",
+    "CurvatureEstimator",
+    "aggregate_vals",
+    "check_is_deterministic",
+    "largest_eigenvalues",
+    "load_probs_file",
+    "load_vals_file",
+    "load_warmup_dir",
+    "make_theta_is_sampler",
+    "make_uniform_sampler",
+    "merge_warmup_dir",
+    "path_curvatures",
+    "probs_file",
+    "probs_from_curvatures",
+    "run_warmup",
+    "save_probs_file",
+    "shard_paths",
+    "validate_probs",
+    "vals_file",
+]
+
+PLUGINS: list[PluginSpec] = [
+    PluginSpec(
+        kind="sampler",
+        name="uniform",
+        config_cls=UniformSamplerConfig,
+        factory=make_uniform_sampler,
+        description="uniform path sampling (unbiased SCRAPL estimator)",
+    ),
+    PluginSpec(
+        kind="sampler",
+        name="theta_is",
+        config_cls=ThetaISSamplerConfig,
+        factory=make_theta_is_sampler,
+        description="theta-importance sampling from the curvature warmup",
+    ),
+]
