@@ -1,0 +1,112 @@
+"""Reference-side worker of ``bench_jtfs.py`` (run with the scratch interpreter that
+has scrapl-loss 0.1.0, e.g. ``/work/refenv/bin/python``; never imported by scrapl).
+
+Usage::
+
+    python _jtfs_ref_worker.py '<json spec>'
+
+The spec holds ``mode`` (``"path"``: one-path SCRAPLLoss step per listed path;
+``"full"``: full JTFS distance + backward; ``"mem_path"`` / ``"mem_full"``: one such
+step with its peak-memory increase), the JTFS ``config``, ``batch``, ``threads``,
+``paths``, ``repeat`` and ``seed``.  Prints one JSON line: times in seconds, memory
+in bytes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import re
+import statistics
+import sys
+import time
+
+
+def _rss_status() -> dict[str, int]:
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            m = re.match(r"(VmHWM|VmRSS):\s+(\d+) kB", line)
+            if m:
+                out[m.group(1)] = int(m.group(2)) * 1024
+    return out
+
+
+def _reset_peak() -> int:
+    """Return the memory to the OS, reset the peak RSS, return the current RSS."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:  # pragma: no cover - non-glibc
+        pass
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return _rss_status()["VmRSS"]
+
+
+def main() -> None:
+    spec = json.loads(sys.argv[1])
+    import torch
+
+    torch.set_num_threads(int(spec["threads"]))
+    import scrapl  # noqa: F401  (bundled kymatio on sys.path)
+    from kymatio.torch import TimeFrequencyScattering
+    from scrapl import SCRAPLLoss
+
+    c = spec["config"]
+    B, N = int(spec["batch"]), int(c["shape"])
+    g = torch.Generator().manual_seed(int(spec["seed"]))
+    x0 = torch.randn(B, 1, N, generator=g)
+    xt = torch.randn(B, 1, N, generator=g)
+    mode = spec["mode"]
+    result: dict = {"mode": mode}
+    if mode in ("path", "mem_path"):
+        loss = SCRAPLLoss(shape=N, J=c["J"], Q1=c["Q1"], Q2=c["Q2"], J_fr=c["J_fr"], Q_fr=c["Q_fr"], T=c.get("T"),
+                          F=c.get("F"))
+
+        def step(i: int) -> None:
+            x = x0.clone().requires_grad_(True)
+            loss(x, xt, path_idx=i).backward()
+
+        if mode == "mem_path":
+            step(spec["paths"][0])
+            base = _reset_peak()
+            step(spec["paths"][0])
+            result["peak_bytes"] = _rss_status()["VmHWM"] - base
+        else:
+            step(spec["paths"][0])  # warm-up
+            times = {}
+            for i in spec["paths"]:
+                ts = []
+                for _ in range(int(spec["repeat"])):
+                    t = time.perf_counter()
+                    step(i)
+                    ts.append(time.perf_counter() - t)
+                times[str(i)] = statistics.median(ts)
+            result["times"] = times
+    else:
+        jtfs = TimeFrequencyScattering(J=c["J"], shape=(N,), Q=(c["Q1"], c["Q2"]), J_fr=c["J_fr"], Q_fr=c["Q_fr"],
+                                       T=c.get("T"), F=c.get("F"), format="joint", out_type="array")
+
+        def step_full() -> None:
+            x = x0.clone().requires_grad_(True)
+            with torch.no_grad():
+                st = jtfs(xt)
+            s = jtfs(x)
+            torch.linalg.vector_norm(st - s, dim=(-2, -1)).mean().backward()
+
+        if mode == "mem_full":
+            base = _reset_peak()
+            step_full()
+            result["peak_bytes"] = _rss_status()["VmHWM"] - base
+        else:
+            ts = []
+            for _ in range(int(spec["repeat"])):
+                t = time.perf_counter()
+                step_full()
+                ts.append(time.perf_counter() - t)
+            result["times"] = ts
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,275 @@
+"""Benchmark of scrapl's JTFS against the reference (scrapl-loss 0.1.0) and auraloss.
+
+Measured on the paper configuration (J=12, Q1=8, Q2=2, J_fr=3, Q_fr=2, N=32768), CPU:
+
+(a) **one-path step**, ours: SCRAPL distance of one path (target coefficients under
+    ``no_grad``; distance = mean over the batch of the L2 norm of the uncropped
+    coefficient difference, exactly the reference's) + backward, batch 4.  The paths
+    are a seeded uniform sample; we report the median and the mean over paths (the
+    mean is the expected cost per training step under uniform sampling);
+(b) the same step through the reference ``SCRAPLLoss(...)(x, x_target,
+    path_idx=i).backward()``, run in the reference interpreter
+    (``benchmarks/_jtfs_ref_worker.py``), same inputs and paths;
+(c) ``auraloss.freq.MultiResolutionSTFTLoss()`` forward + backward on the same batch;
+(d) **full transform** distance + backward (all channels of the joint output), ours vs
+    the reference ``TimeFrequencyScattering``, batch 1 (the reference takes tens of
+    seconds: few repeats).
+
+Peak memory: torch CPU tensors are invisible to ``tracemalloc``, so each step runs in a
+fresh process that returns freed heap to the OS (``malloc_trim``), resets the kernel's
+peak-RSS counter (``/proc/self/clear_refs``), runs one step and reads ``VmHWM``; the
+reported number is the peak RSS increase over the RSS just before the step (the model
+and inputs already built).  It includes every allocation of the step (torch's
+allocator, FFT plans, autograd buffers).
+
+Run::
+
+    python benchmarks/bench_jtfs.py [--threads 2] [--batch 4] [--paths 16] [--repeat 3]
+        [--ref-python /work/refenv/bin/python] [--no-ref] [--no-full]
+        [--json benchmarks/results/bench_jtfs.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from typing import Callable
+
+import torch
+
+PAPER = dict(shape=32768, J=12, Q1=8, Q2=2, J_fr=3, Q_fr=2, T=None, F=None)
+HERE = os.path.dirname(os.path.abspath(__file__))
+WORKER = os.path.join(HERE, "_jtfs_ref_worker.py")
+
+
+# ---------------------------------------------------------------------- helpers
+def _inputs(batch: int, N: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, 1, N, generator=g), torch.randn(batch, 1, N, generator=g)
+
+
+def _rss_status() -> dict[str, int]:
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            m = re.match(r"(VmHWM|VmRSS):\s+(\d+) kB", line)
+            if m:
+                out[m.group(1)] = int(m.group(2)) * 1024
+    return out
+
+
+def _reset_peak() -> int:
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:  # pragma: no cover
+        pass
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return _rss_status()["VmRSS"]
+
+
+def _median_time(fn: Callable[[], object], repeat: int, warmup: bool = True) -> float:
+    if warmup:
+        fn()
+    ts = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts)
+
+
+def _ours(cfg: dict):
+    from scrapl.transforms.jtfs import JTFS
+
+    return JTFS(**cfg)
+
+
+def _path_step(T, x0: torch.Tensor, xt: torch.Tensor, i: int) -> None:
+    x = x0.clone().requires_grad_(True)
+    with torch.no_grad():
+        st = T.forward_path(xt, i, crop_time=False)
+    s = T.forward_path(x, i, crop_time=False)
+    torch.linalg.vector_norm(st - s, dim=(-2, -1)).mean().backward()
+
+
+def _full_step(T, x0: torch.Tensor, xt: torch.Tensor) -> None:
+    x = x0.clone().requires_grad_(True)
+    with torch.no_grad():
+        st = T.forward_full(xt)
+    s = T.forward_full(x)
+    torch.linalg.vector_norm(st - s, dim=(-2, -1)).mean().backward()
+
+
+def _run_ref(python: str, spec: dict, timeout: float) -> dict:
+    out = subprocess.run([python, WORKER, json.dumps(spec)], capture_output=True, text=True, timeout=timeout,
+                         env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    if out.returncode != 0:
+        raise RuntimeError(f"reference worker failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _run_mem_worker(spec: dict, timeout: float) -> dict:
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--mem-worker", json.dumps(spec)],
+                         capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise RuntimeError(f"memory worker failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def mem_worker(spec: dict) -> None:
+    """Fresh-process peak-memory measurement of one of our steps (see module docs)."""
+    torch.set_num_threads(int(spec["threads"]))
+    T = _ours(spec["config"])
+    x0, xt = _inputs(int(spec["batch"]), spec["config"]["shape"], int(spec["seed"]))
+    if spec["mode"] == "mem_path":
+        i = spec["paths"][0]
+        _path_step(T, x0, xt, i)  # warm-up (FFT plans)
+        base = _reset_peak()
+        _path_step(T, x0, xt, i)
+    else:
+        base = _reset_peak()
+        _full_step(T, x0, xt)
+    print(json.dumps({"peak_bytes": _rss_status()["VmHWM"] - base}))
+
+
+# ---------------------------------------------------------------------- main
+def main() -> None:
+    ap = argparse.ArgumentParser(description="JTFS benchmark: ours vs reference vs auraloss")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--paths", type=int, default=16, help="number of sampled paths for the one-path step")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ref-python", default="/work/refenv/bin/python")
+    ap.add_argument("--no-ref", action="store_true", help="skip the reference measurements")
+    ap.add_argument("--no-full", action="store_true", help="skip the full-transform measurements")
+    ap.add_argument("--no-mem", action="store_true", help="skip the peak-memory measurements")
+    ap.add_argument("--full-repeat-ref", type=int, default=1)
+    ap.add_argument("--json", default=os.path.join(HERE, "results", "bench_jtfs.json"))
+    ap.add_argument("--mem-worker", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.mem_worker:
+        mem_worker(json.loads(args.mem_worker))
+        return
+
+    torch.set_num_threads(args.threads)
+    cfg = dict(PAPER)
+    N, B = cfg["shape"], args.batch
+    T = _ours(cfg)
+    g = torch.Generator().manual_seed(args.seed)
+    paths = sorted(int(i) for i in torch.randint(0, T.n_paths, (args.paths,), generator=g).tolist())
+    x0, xt = _inputs(B, N, args.seed + 1)
+    res: dict = {"config": cfg, "batch": B, "threads": args.threads, "paths": paths,
+                 "machine": platform.processor() or platform.machine(), "torch": torch.__version__}
+
+    # (a) ours, one-path step
+    _path_step(T, x0, xt, paths[0])
+    ours = {str(i): _median_time(lambda: _path_step(T, x0, xt, i), args.repeat, warmup=False) for i in paths}
+    res["ours_path"] = ours
+    print(f"ours one-path step (batch {B}): median {1e3 * statistics.median(ours.values()):.1f} ms, "
+          f"mean {1e3 * statistics.mean(ours.values()):.1f} ms over {len(paths)} paths", flush=True)
+
+    # (c) auraloss
+    try:
+        import auraloss
+
+        mrstft = auraloss.freq.MultiResolutionSTFTLoss()
+
+        def aura() -> None:
+            x = x0.clone().requires_grad_(True)
+            mrstft(x, xt).backward()
+
+        res["auraloss_mrstft"] = _median_time(aura, max(args.repeat, 5))
+        print(f"auraloss MultiResolutionSTFTLoss step: {1e3 * res['auraloss_mrstft']:.1f} ms", flush=True)
+    except ImportError:  # pragma: no cover
+        res["auraloss_mrstft"] = None
+
+    # (b) reference one-path step
+    spec = {"config": cfg, "batch": B, "threads": args.threads, "paths": paths, "repeat": args.repeat,
+            "seed": args.seed + 1}
+    if not args.no_ref:
+        ref = _run_ref(args.ref_python, {**spec, "mode": "path"}, timeout=3600)["times"]
+        res["ref_path"] = ref
+        print(f"reference one-path step: median {1e3 * statistics.median(ref.values()):.1f} ms, "
+              f"mean {1e3 * statistics.mean(ref.values()):.1f} ms", flush=True)
+
+    # (d) full transform distance + backward, batch 1
+    if not args.no_full:
+        x1, t1 = x0[:1], xt[:1]
+        res["ours_full"] = _median_time(lambda: _full_step(T, x1, t1), args.repeat)
+        print(f"ours full JTFS distance+backward (batch 1): {res['ours_full']:.2f} s", flush=True)
+        if not args.no_ref:
+            r = _run_ref(args.ref_python, {**spec, "batch": 1, "mode": "full", "repeat": args.full_repeat_ref},
+                         timeout=3600)
+            res["ref_full"] = statistics.median(r["times"])
+            print(f"reference full JTFS distance+backward (batch 1): {res['ref_full']:.2f} s", flush=True)
+
+    # peak memory, fresh processes
+    if not args.no_mem:
+        res["ours_mem_path"] = _run_mem_worker({**spec, "mode": "mem_path"}, timeout=600)["peak_bytes"]
+        if not args.no_ref:
+            res["ref_mem_path"] = _run_ref(args.ref_python, {**spec, "mode": "mem_path"}, timeout=600)["peak_bytes"]
+        if not args.no_full:
+            res["ours_mem_full"] = _run_mem_worker({**spec, "batch": 1, "mode": "mem_full"}, timeout=600)["peak_bytes"]
+            if not args.no_ref:
+                res["ref_mem_full"] = _run_ref(args.ref_python, {**spec, "batch": 1, "mode": "mem_full"},
+                                               timeout=3600)["peak_bytes"]
+
+    # table
+    def ms(v: float | None) -> str:
+        return "-" if v is None else f"{1e3 * v:9.1f} ms"
+
+    def mb(v: int | None) -> str:
+        return "-" if v is None else f"{v / 2**20:9.1f} MiB"
+
+    rows = []
+    op_med = statistics.median(ours.values())
+    op_mean = statistics.mean(ours.values())
+    ref = res.get("ref_path")
+    rows.append(("one-path step, median over paths", ms(op_med), ms(statistics.median(ref.values())) if ref else "-"))
+    rows.append(("one-path step, mean over paths", ms(op_mean), ms(statistics.mean(ref.values())) if ref else "-"))
+    rows.append(("auraloss MRSTFT step", ms(res.get("auraloss_mrstft")), ""))
+    rows.append(("full JTFS distance+backward (B=1)", ms(res.get("ours_full")), ms(res.get("ref_full"))))
+    rows.append(("peak memory, one-path step", mb(res.get("ours_mem_path")), mb(res.get("ref_mem_path"))))
+    rows.append(("peak memory, full step (B=1)", mb(res.get("ours_mem_full")), mb(res.get("ref_mem_full"))))
+    print()
+    print(f"{'measurement':40s} {'ours':>14s} {'reference':>14s}")
+    for r in rows:
+        print(f"{r[0]:40s} {r[1]:>14s} {r[2]:>14s}")
+    ratios = {}
+    if ref:
+        ratios["path_speedup_median"] = statistics.median(ref.values()) / op_med
+        ratios["path_speedup_mean"] = statistics.mean(ref.values()) / op_mean
+        per = [ref[k] / ours[k] for k in ours]
+        ratios["path_speedup_per_path_min"] = min(per)
+    if res.get("auraloss_mrstft"):
+        ratios["auraloss_over_ours_median"] = res["auraloss_mrstft"] / op_med
+        ratios["auraloss_over_ours_mean"] = res["auraloss_mrstft"] / op_mean
+    if res.get("ref_full") and res.get("ours_full"):
+        ratios["full_speedup"] = res["ref_full"] / res["ours_full"]
+    if res.get("ref_mem_path") and res.get("ours_mem_path"):
+        ratios["path_memory_ours_over_ref"] = res["ours_mem_path"] / res["ref_mem_path"]
+    if res.get("ref_mem_full") and res.get("ours_mem_full"):
+        ratios["full_memory_ours_over_ref"] = res["ours_mem_full"] / res["ref_mem_full"]
+    res["ratios"] = ratios
+    print()
+    for k, v in ratios.items():
+        print(f"{k:34s} {v:8.2f}")
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=2)
+        print(f"\nwrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

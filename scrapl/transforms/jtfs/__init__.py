@@ -1,0 +1,33 @@
+"""Joint time-frequency scattering (JTFS) transform plugin ``"jtfs"``.
+
+Exports :class:`JTFS` (the ``nn.Module``), :class:`JTFSConfig` (its pydantic config)
+and ``PLUGINS``, the plugin specs registered by scrapl's registry.
+
+Layout: :mod:`.config` (validation), :mod:`.filterbank` (numpy filter design and
+precomputed operators), :mod:`.core` (pure torch functions), :mod:`.module`
+(the ``nn.Module``).
+"""
+
+from __future__ import annotations
+
+from scrapl.interfaces import PluginSpec
+from scrapl.transforms.jtfs.config import JTFSConfig
+from scrapl.transforms.jtfs.module import JTFS
+
+__all__ = ["JTFS", "JTFSConfig", "PLUGINS", "build_jtfs"]
+
+
+def build_jtfs(cfg: JTFSConfig) -> JTFS:
+    """Plugin factory: the :class:`JTFS` described by ``cfg``."""
+    return JTFS.from_config(cfg)
+
+
+PLUGINS: list[PluginSpec] = [
+    PluginSpec(
+        kind="transform",
+        name="jtfs",
+        config_cls=JTFSConfig,
+        factory=build_jtfs,
+        description="Joint time-frequency scattering (Kymatio-compatible); paths are (n2, n_fr) channels",
+    )
+]

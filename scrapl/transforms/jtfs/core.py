@@ -1,0 +1,435 @@
+"""Pure torch building blocks of the JTFS (no module state; every constant is an argument).
+
+Shapes use ``B`` for the flattened batch, ``N_pad`` for the padded signal length,
+``nf`` for a number of first-order wavelets, ``W`` for a Fourier window width and
+``L`` / ``T2`` for a (decimated) time length.  All tensors are float32/complex64 or
+float64/complex128; the algorithm is the one described in
+:mod:`scrapl.transforms.jtfs.filterbank`.
+
+Complex moduli carry the reference's ``1e-12`` floor and a custom backward
+``g * z / |z|`` that is exactly zero where ``|z| == 0`` (spec §7.7), so exact zeros in
+the zero-padded regions never produce NaN gradients.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "MODULUS_FLOOR",
+    "ComplexModulus",
+    "FreqScatterModulusAverage",
+    "PlanarModulus",
+    "complex_modulus",
+    "first_order_time_average",
+    "freq_scatter_modulus_average",
+    "planar_modulus",
+    "reflect_pad",
+    "ScalogramGroup",
+    "scalogram_spectrum",
+    "SecondOrderSpectrum",
+    "second_order_rows",
+    "wavelet_modulus",
+]
+
+#: Added to every complex modulus (the reference implementation's floor).
+MODULUS_FLOOR: float = 1e-12
+
+
+class ComplexModulus(torch.autograd.Function):
+    """``|z| = sqrt(re^2 + im^2) + 1e-12`` of a complex tensor with a safe backward.
+
+    Backward: ``grad_z = g * z / |z|`` (torch's convention for complex inputs), set to
+    0 where ``|z| == 0``.
+    """
+
+    @staticmethod
+    def forward(ctx, z: Tensor) -> Tensor:  # noqa: D102
+        if not z.is_complex():
+            raise TypeError(f"ComplexModulus expects a complex tensor, got {z.dtype}")
+        re, im = z.real, z.imag
+        out = torch.sqrt(re * re + im * im) + MODULUS_FLOOR
+        ctx.save_for_backward(z, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, g: Tensor) -> Tensor:  # noqa: D102
+        z, out = ctx.saved_tensors
+        w = torch.where(out == 0, torch.zeros_like(out), g / out)
+        return z * w
+
+
+def complex_modulus(z: Tensor) -> Tensor:
+    """Differentiable ``sqrt(re^2 + im^2) + 1e-12`` of a complex tensor (see
+    :class:`ComplexModulus`)."""
+    return ComplexModulus.apply(z)
+
+
+class PlanarModulus(torch.autograd.Function):
+    """Modulus of a complex tensor stored as real and imaginary planes.
+
+    ``x`` has a size-2 dimension ``dim`` holding (real, imag); the output drops it.
+    Same forward and backward as :class:`ComplexModulus` (vectorises far better
+    than a complex ``abs`` on CPU).
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, dim: int) -> Tensor:  # noqa: D102
+        if x.shape[dim] != 2:
+            raise ValueError(f"dimension {dim} must have size 2 (real, imag), got shape {tuple(x.shape)}")
+        re, im = x.select(dim, 0), x.select(dim, 1)
+        out = torch.mul(re, re)
+        out.addcmul_(im, im).sqrt_().add_(MODULUS_FLOOR)
+        ctx.save_for_backward(x, out)
+        ctx.dim = dim
+        return out
+
+    @staticmethod
+    def backward(ctx, g: Tensor):  # noqa: D102
+        x, out = ctx.saved_tensors
+        w = torch.where(out == 0, torch.zeros_like(out), g / out)
+        return x * w.unsqueeze(ctx.dim), None
+
+
+def planar_modulus(x: Tensor, dim: int) -> Tensor:
+    """``sqrt(x[re]^2 + x[im]^2) + 1e-12`` over the size-2 dimension ``dim`` (see
+    :class:`PlanarModulus`)."""
+    return PlanarModulus.apply(x, dim)
+
+
+def reflect_pad(x: Tensor, pad_left: int, pad_right: int) -> Tensor:
+    """Reflection padding (edge sample not repeated) of ``(B, N)`` to ``(B, N_pad)``."""
+    return F.pad(x.unsqueeze(1), (pad_left, pad_right), mode="reflect").squeeze(1)
+
+
+def _gather(spec: Tensor, idx: Tensor) -> Tensor:
+    """``spec[..., idx]`` for a complex ``(B, n, H)`` or ``(B, H)`` spectrum and an index
+    tensor of any shape, as a real view ``(B, [n,] *idx.shape, 2)`` (``index_select``
+    on the complex tensor: much faster than advanced indexing, and its backward is a
+    complex ``index_add``)."""
+    out = spec.index_select(-1, idx.reshape(-1))
+    return torch.view_as_real(out).reshape(*spec.shape[:-1], *idx.shape, 2)
+
+
+def wavelet_modulus(x_hat: Tensor, idx: Tensor, coef: Tensor, L: int, one_sided: bool) -> Tensor:
+    """First-order scalogram rows ``U1 = |IFFT_L(sub(X * psi1, N_pad / L))|`` of a group
+    (plain autograd version; :class:`ScalogramGroup` is the fused fast path).
+
+    Args:
+        x_hat: one-sided spectrum of the padded input, complex ``(B, N_pad // 2 + 1)``.
+        idx: ``(nf, W)`` gather indices (window of each wavelet).
+        coef: ``(nf, W, 2)``: ``(h, sign * h) / 2**k`` applied to the real view
+            (``sign = -1`` conjugates a negative-frequency bin).
+        L: length of the decimated time axis ``N_pad / 2**k``.
+        one_sided: the window fits in bins ``1 .. L/2 - 1``: compute the real and
+            imaginary parts with two inverse real FFTs (planar, faster modulus).
+
+    Returns:
+        ``(B, nf, L)`` real; equals the reference up to a per-row phase ramp that the
+        modulus removes (the window is moved to bin 0 / 1).
+    """
+    c = _gather(x_hat, idx) * coef  # (B, nf, W, 2)
+    if one_sided:
+        # Re(y) = irfft(c / 2 at bins 1..W) and Im(y) = Re(-i y) = irfft(-i c / 2)
+        half = 0.5 * c
+        re_in = torch.view_as_complex(half)
+        im_in = torch.view_as_complex(torch.stack((half[..., 1], -half[..., 0]), dim=-1))
+        z = F.pad(torch.stack((re_in, im_in)), (1, 0))  # (2, B, nf, W + 1), bin 0 empty
+        planes = torch.fft.irfft(z, n=L)  # (2, B, nf, L)
+        return planar_modulus(planes, 0)
+    y = torch.fft.ifft(torch.view_as_complex(c), n=L)
+    return complex_modulus(y)
+
+
+def _recompute_grad(fn, inp: Tensor, grad_out: Tensor) -> Tensor:
+    """Vector-Jacobian product of ``fn`` at ``inp`` with a graph (for double backward).
+
+    Used by the fused autograd Functions when their backward runs with
+    ``create_graph=True``: the fused backward kernels write into buffers and are not
+    differentiable, so the plain composition is differentiated instead.
+    """
+    with torch.enable_grad():
+        leaf = inp if inp.requires_grad else inp.detach().requires_grad_()
+        out = fn(leaf)
+        (grad,) = torch.autograd.grad(out, leaf, grad_out, create_graph=True)
+    return grad
+
+
+class ScalogramGroup(torch.autograd.Function):
+    """Fused first-order group: input spectrum -> ``rfft(|IFFT_L(window)|)``.
+
+    Forward (``coef`` as in :func:`wavelet_modulus`)::
+
+        c    = x_hat[:, idx] * coef / 2                 # (B, nf, W) window, real view
+        Z[0] = c,  Z[1] = -i c                          # one-sided irfft inputs at
+        p    = irfft(Z, n=L)                            # bins 1..W: p = (Re y, Im y)
+        u    = sqrt(p0^2 + p1^2) + 1e-12                # (B, nf, L)
+        out  = rfft(u)                                  # complex (B, nf, L//2+1)
+
+    The backward applies the adjoints of these maps directly (no padded or stacked
+    intermediates).  The modulus gradient is ``g * p / u``; ``u >= 1e-12 > 0`` so no
+    zero guard is needed.
+    """
+
+    @staticmethod
+    def forward(ctx, x_hat: Tensor, idx: Tensor, coef: Tensor, L: int) -> Tensor:  # noqa: D102
+        B, H = x_hat.shape
+        nf, W = idx.shape
+        Lh = L // 2 + 1
+        g = _gather(x_hat, idx)  # (B, nf, W, 2)
+        Z = x_hat.real.new_empty(2, B, nf, Lh, 2)
+        Z[:, :, :, 0].zero_()
+        Z[:, :, :, W + 1:].zero_()
+        z0 = Z[0, :, :, 1: W + 1]
+        torch.mul(g, coef, out=z0)
+        z0.mul_(0.5)
+        Z[1, :, :, 1: W + 1, 0] = z0[..., 1]
+        torch.neg(z0[..., 0], out=Z[1, :, :, 1: W + 1, 1])
+        del g, z0
+        p = torch.fft.irfft(torch.view_as_complex(Z), n=L)  # (2, B, nf, L)
+        del Z
+        u = torch.mul(p[0], p[0])
+        u.addcmul_(p[1], p[1]).sqrt_().add_(MODULUS_FLOOR)
+        out = torch.fft.rfft(u)
+        if ctx.needs_input_grad[0]:
+            scale = torch.full((Lh, 2), 0.5 * L, dtype=u.dtype, device=u.device)
+            scale[0] = L
+            scale[-1] = L if L % 2 == 0 else 0.5 * L
+            ctx.save_for_backward(idx, coef, p, u, scale, x_hat)
+            ctx.shape = (B, H, L)
+        return out
+
+    @staticmethod
+    def backward(ctx, g_out: Tensor):  # noqa: D102
+        idx, coef, p, u, scale, x_hat = ctx.saved_tensors
+        B, H, L = ctx.shape
+        if torch.is_grad_enabled():
+            # create_graph=True (e.g. Hessian-vector products of the theta-IS warmup):
+            # differentiate the plain autograd composition so that the gradient is
+            # itself differentiable.
+            return _recompute_grad(
+                lambda xh: torch.fft.rfft(wavelet_modulus(xh, idx, coef, L, True)), x_hat, g_out
+            ), None, None, None
+        nf, W = idx.shape
+        # adjoint of rfft (real input): L * irfft(G with bins 1..L/2-1 halved)
+        gu = torch.fft.irfft(torch.view_as_complex(torch.view_as_real(g_out) * scale), n=L)
+        gu.div_(u)  # modulus backward weight g / u  (u >= 1e-12)
+        gp = p * gu  # (2, B, nf, L)
+        del gu
+        # adjoint of irfft at bins 1..W (strictly inside (0, L/2)): (2 / L) * rfft
+        gZ = torch.view_as_real(torch.fft.rfft(gp)[..., 1: W + 1])  # (2, B, nf, W, 2)
+        del gp
+        # Z0 = c/2 and Z1 = -i c/2  =>  dc = (gZ0 + i gZ1) / 2; with the 2 / L above: / L
+        gc = gZ[0].clone()  # (B, nf, W, 2)
+        gc[..., 0] -= gZ[1, ..., 1]
+        gc[..., 1] += gZ[1, ..., 0]
+        gc.mul_(coef)
+        gx = _complex_zeros(gc, B, H).index_add_(1, idx.reshape(-1), torch.view_as_complex(gc).view(B, nf * W))
+        return gx.mul_(1.0 / L), None, None, None
+
+
+def _complex_zeros(ref: Tensor, *shape: int) -> Tensor:
+    """Complex zeros of ``shape`` matching the real tensor ``ref``'s dtype/device."""
+    dtype = torch.complex128 if ref.dtype == torch.float64 else torch.complex64
+    return torch.zeros(*shape, dtype=dtype, device=ref.device)
+
+
+def scalogram_spectrum(x_hat: Tensor, idx: Tensor, coef: Tensor, L: int, one_sided: bool) -> Tensor:
+    """``rfft(U1)``, complex ``(B, nf, L // 2 + 1)``, for one first-order group.
+
+    ``one_sided`` groups use the fused :class:`ScalogramGroup`; the others (window too
+    wide for one half of the spectrum) :func:`wavelet_modulus` and a plain ``rfft``.
+    """
+    if one_sided:
+        return ScalogramGroup.apply(x_hat, idx, coef, L)
+    return torch.fft.rfft(wavelet_modulus(x_hat, idx, coef, L, False))
+
+
+def first_order_time_average(u1_hat: Tensor, phi_idx: Tensor, phi_coef: Tensor) -> Tensor:
+    """``S1 = Re IFFT_{T_s}(sub(U1hat * phi.level[k], 2**(s - k)))`` restricted to the
+    low-pass window.
+
+    Args:
+        u1_hat: ``rfft(U1)``, complex ``(B, nf, L // 2 + 1)``.
+        phi_idx: ``(Wp,)`` window indices.
+        phi_coef: ``(Wp, 2, T_s)`` coefficients (see ``FirstOrderGroup``).
+
+    Returns:
+        ``(B, nf, T_s)`` real.
+    """
+    g = _gather(u1_hat, phi_idx)  # (B, nf, Wp, 2)
+    B, nf = g.shape[:2]
+    return torch.matmul(g.reshape(B, nf, -1), phi_coef.reshape(-1, phi_coef.shape[-1]))
+
+
+class SecondOrderSpectrum(torch.autograd.Function):
+    """Windowed second-order spectra of all rows, gathered with slices.
+
+    For each first-order group ``k``: ``out[:, rows_k, dst:dst+n] = U_k[..., src:src+n]
+    * coef_k[dst:dst+n]`` for every run ``(src, dst, n, descending)`` of
+    ``segments[k]`` (descending runs read the bins in reverse order; ``coef`` holds
+    ``(h, -h)`` there, which conjugates them).  ``out`` has ``width`` columns (zeros
+    beyond the window), ready for an inverse FFT of that length.
+    """
+
+    @staticmethod
+    def forward(ctx, coefs: tuple, segments: tuple, width: int, *u1_hats: Tensor) -> Tensor:  # noqa: D102
+        B = u1_hats[0].shape[0]
+        n_rows = sum(u.shape[1] for u in u1_hats)
+        out = u1_hats[0].new_zeros(B, n_rows, width)
+        out_r = torch.view_as_real(out)
+        r0 = 0
+        for u, coef, segs in zip(u1_hats, coefs, segments):
+            r1 = r0 + u.shape[1]
+            for src, dst, n, desc in segs:
+                piece = u[..., src: src + n]
+                if desc:
+                    piece = piece.flip(-1)
+                torch.mul(torch.view_as_real(piece), coef[dst: dst + n], out=out_r[:, r0:r1, dst: dst + n])
+            r0 = r1
+        ctx.coefs, ctx.segments = coefs, segments
+        ctx.shapes = [u.shape for u in u1_hats]
+        return out
+
+    @staticmethod
+    def backward(ctx, g: Tensor):  # noqa: D102
+        g_r = torch.view_as_real(g)
+        grads = []
+        r0 = 0
+        for shape, coef, segs in zip(ctx.shapes, ctx.coefs, ctx.segments):
+            r1 = r0 + shape[1]
+            gu = g.new_zeros(shape)
+            gu_r = torch.view_as_real(gu)
+            for src, dst, n, desc in segs:
+                piece = g_r[:, r0:r1, dst: dst + n] * coef[dst: dst + n]
+                if desc:
+                    piece = piece.flip(-2)
+                gu_r[:, :, src: src + n].add_(piece)
+            grads.append(gu)
+            r0 = r1
+        return (None, None, None, *grads)
+
+
+def second_order_rows(u1_hats: list[Tensor], coef: list[Tensor], segments: list[tuple], T2: int,
+                      fold: Tensor | None) -> Tensor:
+    """Second-order wavelet transform ``Y2[n1] = IFFT_T2(sub(U1hat[n1] * psi2.level[k1],
+    2**(j2 - k1)))`` of the first ``n1_max`` scalogram rows.
+
+    Args:
+        u1_hats: per first-order group ``k < j2``, ``rfft(U1)`` complex
+            ``(B, nf_k, L_k // 2 + 1)``.
+        coef / segments: per group, ``(W, 2)`` coefficients and the gather runs (see
+            :class:`SecondOrderSpectrum`).
+        T2: output length ``N_pad / 2**j2``.
+        fold: ``None`` when ``W <= T2``, else the positions ``i % T2``.
+
+    Returns:
+        complex ``(B, n1_max, T2)``; equal to the reference up to a phase ramp common
+        to all rows.
+    """
+    W = coef[0].shape[0]
+    if fold is None:
+        spec = SecondOrderSpectrum.apply(tuple(coef), tuple(segments), T2, *u1_hats)
+    else:
+        win = SecondOrderSpectrum.apply(tuple(coef), tuple(segments), W, *u1_hats)
+        spec = win.new_zeros(*win.shape[:-1], T2).index_add_(-1, fold, win)
+    return torch.fft.ifft(spec)  # (B, n1, T2)
+
+
+def _chunk_size(batch: int, rows: int, length: int, budget: int = 1 << 19) -> int:
+    """Time columns per chunk so that ``batch * rows * chunk`` stays near ``budget``
+    floats (the chunk's working set then stays in cache)."""
+    ch = max(64, budget // max(1, batch * rows))
+    ch = 1 << (ch.bit_length() - 1)  # power of two
+    return min(length, ch)
+
+
+def _planar_chunk(y2: Tensor, c0: int, c1: int) -> Tensor:
+    """Rows of a complex ``(B, n, T2)`` tensor, columns ``c0:c1``, as a row-interleaved
+    real ``(B, 2n, c1 - c0)`` tensor (real, imag per row)."""
+    B, n = y2.shape[:2]
+    return torch.view_as_real(y2[:, :, c0:c1]).transpose(-1, -2).reshape(B, 2 * n, c1 - c0)
+
+
+class FreqScatterModulusAverage(torch.autograd.Function):
+    """Fused ``S = |M y2| A`` over time chunks (frequential scattering, modulus, time
+    averaging), recomputing ``M y2`` in the backward pass instead of storing it.
+
+    ``y2``: complex ``(B, n, T2)``; ``M``: ``(2R, 2n)`` real form of the complex
+    frequential operator acting on row-interleaved (real, imag) rows and giving
+    row-interleaved rows; ``A``: ``(T2, Tc)`` real.  Output ``(B, R, Tc)``.  Only ``y2``
+    receives a gradient.  The modulus carries the ``1e-12`` floor, so its backward
+    ``g * y / |y|`` never divides by zero.
+    """
+
+    @staticmethod
+    def forward(ctx, y2: Tensor, M: Tensor, A: Tensor) -> Tensor:  # noqa: D102
+        B, n, T2 = y2.shape
+        R = M.shape[0] // 2
+        Tc = A.shape[1]
+        ch = _chunk_size(B, 2 * R, T2)
+        out = A.new_zeros(B * R, Tc)
+        ybuf = A.new_empty(B, 2 * R, ch)
+        ubuf = A.new_empty(B, R, ch)
+        for c0 in range(0, T2, ch):
+            c1 = min(T2, c0 + ch)
+            w = c1 - c0
+            y = ybuf[:, :, :w] if w < ch else ybuf
+            torch.matmul(M, _planar_chunk(y2, c0, c1), out=y)
+            yv = y.view(B, R, 2, w)
+            u = ubuf[:, :, :w] if w < ch else ubuf
+            torch.mul(yv[:, :, 0], yv[:, :, 0], out=u)
+            u.addcmul_(yv[:, :, 1], yv[:, :, 1]).sqrt_().add_(MODULUS_FLOOR)
+            out.addmm_(u.reshape(B * R, w), A[c0:c1])
+        ctx.save_for_backward(y2, M, A)
+        ctx.ch = ch
+        return out.view(B, R, Tc)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):  # noqa: D102
+        y2, M, A = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: differentiable recomputation
+            return _recompute_grad(lambda y: _freq_scatter_plain(y, M, A), y2, g), None, None
+        B, n, T2 = y2.shape
+        R = M.shape[0] // 2
+        ch = ctx.ch
+        grad = torch.empty_like(y2)
+        grad_r = torch.view_as_real(grad)  # (B, n, T2, 2)
+        Mt = M.t()
+        g2 = g.reshape(B * R, -1)
+        ybuf = A.new_empty(B, 2 * R, ch)
+        ubuf = A.new_empty(B, R, ch)
+        gbuf = A.new_empty(B * R, ch)
+        for c0 in range(0, T2, ch):
+            c1 = min(T2, c0 + ch)
+            w = c1 - c0
+            y = ybuf[:, :, :w] if w < ch else ybuf
+            torch.matmul(M, _planar_chunk(y2, c0, c1), out=y)
+            yv = y.view(B, R, 2, w)
+            u = ubuf[:, :, :w] if w < ch else ubuf
+            torch.mul(yv[:, :, 0], yv[:, :, 0], out=u)
+            u.addcmul_(yv[:, :, 1], yv[:, :, 1]).sqrt_().add_(MODULUS_FLOOR)
+            gu = gbuf[:, :w] if w < ch else gbuf
+            torch.mm(g2, A[c0:c1].t(), out=gu)  # (B R, w)
+            gu = gu.view(B, R, 1, w).div_(u.view(B, R, 1, w))
+            yv.mul_(gu)
+            gy2 = torch.matmul(Mt, y.view(B, 2 * R, w)).view(B, n, 2, w)
+            grad_r[:, :, c0:c1, :].copy_(gy2.transpose(-1, -2))
+        return grad, None, None
+
+
+def _freq_scatter_plain(y2: Tensor, M: Tensor, A: Tensor) -> Tensor:
+    """Plain-autograd ``|M y2| A`` (twice differentiable); same result as
+    :class:`FreqScatterModulusAverage`."""
+    B, n, T2 = y2.shape
+    R = M.shape[0] // 2
+    y = torch.matmul(M, _planar_chunk(y2, 0, T2)).view(B, R, 2, T2)
+    return torch.matmul(planar_modulus(y, 2), A)
+
+
+def freq_scatter_modulus_average(y2: Tensor, M: Tensor, A: Tensor) -> Tensor:
+    """``|M y2| A`` with a memory-light fused backward (see
+    :class:`FreqScatterModulusAverage`)."""
+    return FreqScatterModulusAverage.apply(y2, M, A)

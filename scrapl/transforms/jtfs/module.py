@@ -1,0 +1,366 @@
+"""The JTFS ``nn.Module``: buffers built once from the plan, thin forwards into
+:mod:`scrapl.transforms.jtfs.core`."""
+
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from scrapl.interfaces import PathInfo, ScatteringTransform
+from scrapl.transforms.jtfs import core
+from scrapl.transforms.jtfs.config import JTFSConfig
+from scrapl.transforms.jtfs.filterbank import JTFSPlan, build_plan, design_filterbank
+
+__all__ = ["JTFS"]
+
+
+@dataclass(frozen=True)
+class _Group:
+    k: int
+    start: int
+    stop: int
+    L: int
+    one_sided: bool
+
+
+@dataclass(frozen=True)
+class _Second:
+    n2: int
+    j2: int
+    n1_max: int
+    T2: int
+    n_groups: int
+    folded: bool
+    row_start: tuple[int, ...]
+    row_stop: tuple[int, ...]
+    segments: tuple
+
+
+class JTFS(ScatteringTransform):
+    """Joint time-frequency scattering whose second-order channels are SCRAPL paths.
+
+    Output equals ``kymatio.torch.TimeFrequencyScattering(shape=(N,), J, Q=(Q1, Q2),
+    J_fr, Q_fr, T, F, format='joint', out_type='array')`` as bundled with scrapl-loss
+    0.1.0, up to a relative L2 error of about 1e-6 in float32 (it is not bit-exact:
+    filters are truncated where they fall below 1e-10 of their peak, and operations
+    are reordered).  Path ``i`` is the reference ``SCRAPLLoss.scrapl_keys[i]``: the
+    key ``(n2, n_fr)``, sorted.
+
+    Args:
+        shape: signal length ``N`` in samples.
+        J, Q1, Q2, J_fr, Q_fr, T, F, check_finite: see
+            :class:`~scrapl.transforms.jtfs.JTFSConfig`.
+
+    Shapes (``F_out = N_fr / 2**log2_F`` log-frequency rows, ``T_out`` time frames):
+
+    * :meth:`forward_path` ``(*batch, N) -> (*batch, F_out, T_out)``
+    * :meth:`forward` ``(*batch, N) -> (*batch, n_paths, F_out, T_out)``
+    * :meth:`forward_full` ``(*batch, N) -> (*batch, n_first + n_paths, F_out, T_out)``,
+      the reference's complete joint output (first-order channels ``(n_fr,)`` for
+      ``n_fr = 0..K`` first).
+
+    With ``crop_time=False`` the time axis keeps the ``T_out_padded = N_pad / 2**s``
+    frames of the padded signal, as the reference SCRAPL loss does.
+
+    Dtypes: float32 or float64 input matching the buffers' dtype (call ``.double()``
+    on the module for float64 input; a mismatch raises ``TypeError``).  All filters are
+    non-persistent buffers (derived from the config), so ``.to(device)``,
+    ``.double()`` work and ``state_dict()`` stays empty.
+
+    Example::
+
+        >>> import torch
+        >>> from scrapl.transforms.jtfs import JTFS
+        >>> jtfs = JTFS(shape=4096, J=6, Q1=8, Q2=1, J_fr=2, Q_fr=1)
+        >>> jtfs.n_paths, jtfs.paths[0]
+        (28, (3, 0))
+        >>> x = torch.randn(2, 4096)
+        >>> jtfs.forward_path(x, 5).shape
+        torch.Size([2, 22, 64])
+        >>> jtfs(x).shape
+        torch.Size([2, 28, 22, 64])
+    """
+
+    def __init__(self, shape: int, J: int, Q1: int, Q2: int, J_fr: int, Q_fr: int, T: int | None = None,
+                 F: int | None = None, check_finite: bool = True) -> None:
+        super().__init__()
+        cfg = JTFSConfig(shape=shape, J=J, Q1=Q1, Q2=Q2, J_fr=J_fr, Q_fr=Q_fr, T=T, F=F,
+                         check_finite=check_finite)
+        self._build(cfg)
+
+    @classmethod
+    def from_config(cls, cfg: JTFSConfig) -> "JTFS":
+        """Build from a validated :class:`JTFSConfig`."""
+        if not isinstance(cfg, JTFSConfig):
+            raise TypeError(f"cfg must be a JTFSConfig, got {type(cfg).__name__}")
+        return cls(shape=cfg.shape, J=cfg.J, Q1=cfg.Q1, Q2=cfg.Q2, J_fr=cfg.J_fr, Q_fr=cfg.Q_fr, T=cfg.T,
+                   F=cfg.F, check_finite=cfg.check_finite)
+
+    # ------------------------------------------------------------------ construction
+    def _buf(self, name: str, array: np.ndarray, dtype: torch.dtype = torch.float32) -> str:
+        self.register_buffer(name, torch.as_tensor(np.ascontiguousarray(array)).to(dtype), persistent=False)
+        return name
+
+    def _build(self, cfg: JTFSConfig) -> None:
+        self.config = cfg
+        self.check_finite = cfg.check_finite
+        bank = design_filterbank(cfg.shape, cfg.J, cfg.Q1, cfg.Q2, cfg.J_fr, cfg.Q_fr, cfg.T, cfg.F)
+        plan: JTFSPlan = build_plan(bank)
+        b = bank
+        self.n_samples = b.N
+        self.N_pad, self.pad_left, self.pad_right = b.N_pad, b.pad_left, b.pad_right
+        self.T, self.F = b.T, b.F
+        self.log2_stride, self.log2_stride_fr = b.log2_stride, b.log2_stride_fr
+        self.N_fr = b.N_fr
+        self.F_out = plan.F_out
+        self.T_out_padded = plan.T_s
+        s = b.log2_stride
+        self.crop = (b.ind_start[s], b.ind_end[s])
+        self.T_out = self.crop[1] - self.crop[0]
+        self.n_first = b.K + 1
+
+        # first-order groups
+        self._groups: list[_Group] = []
+        for g in plan.groups:
+            self._buf(f"_g{g.k}_idx", g.idx, torch.long)
+            self._buf(f"_g{g.k}_coef", g.coef)
+            self._buf(f"_g{g.k}_phi_idx", g.phi_idx, torch.long)
+            self._buf(f"_g{g.k}_phi_coef", g.phi_coef)
+            self._groups.append(_Group(g.k, g.start, g.stop, g.L, g.one_sided))
+        # time averaging matrices per j2
+        for j2, A in plan.A.items():
+            self._buf(f"_A{j2}", A)
+        # second order per n2
+        self._second: dict[int, _Second] = {}
+        for n2, sp in plan.second.items():
+            for gi, coef in enumerate(sp.coef):
+                self._buf(f"_s{n2}_coef{gi}", coef)
+            if sp.fold is not None:
+                self._buf(f"_s{n2}_fold", sp.fold, torch.long)
+            self._buf(f"_s{n2}_M", sp.M)
+            self._second[n2] = _Second(n2, sp.j2, sp.n1_max, sp.T2, len(sp.idx), sp.fold is not None,
+                                       tuple(sp.row_start), tuple(sp.row_stop), tuple(sp.segments))
+        # paths
+        self._paths: list[tuple[int, int]] = list(plan.paths)
+        for i, pp in enumerate(plan.path_plans):
+            self._buf(f"_p{i}_P", pp.P)
+            self._buf(f"_p{i}_bias", pp.bias)
+        self._path_index = {key: i for i, key in enumerate(self._paths)}
+        # first-order joint channels
+        self._buf("_first_M", plan.first_M)
+        for nf, P in enumerate(plan.first_P):
+            self._buf(f"_first_P{nf}", P)
+        self._first_rows = list(zip(plan.first_row_start, plan.first_row_stop))
+        self.first_order_keys: list[tuple[int, ...]] = [(nf,) for nf in range(self.n_first)]
+
+        # path descriptions
+        q1 = cfg.Q1
+        infos = []
+        for i, (n2, nf) in enumerate(self._paths):
+            xi2 = float(b.psi2_xi[n2])
+            xi_fr = float(b.psi_fr_xi[nf])
+            spin = int(b.psi_fr_spin[nf])
+            spin_txt = {0: "low-pass", 1: "spin +1", -1: "spin -1"}[spin]
+            infos.append(PathInfo(
+                index=i, key=(n2, nf),
+                label=f"n2={n2} (xi2={xi2:.3g} c/s), n_fr={nf} ({spin_txt}, {abs(xi_fr) * q1:.3g} c/oct)",
+                temporal_rate=xi2, freq_scale=abs(xi_fr) * q1, spin=spin,
+                extra={"n2": n2, "n_fr": nf, "j2": int(b.psi2_j[n2]), "j_fr": int(b.psi_fr_j[nf]),
+                       "n1_max": b.n1_max(n2), "xi2": xi2, "sigma2": float(b.psi2_sigma[n2]),
+                       "xi_fr": xi_fr, "sigma_fr": float(b.psi_fr_sigma[nf])},
+            ))
+        self._path_infos = infos
+        self._table = {
+            "psi1_xi": b.psi1_xi.copy(), "psi1_sigma": b.psi1_sigma.copy(), "psi1_j": b.psi1_j.copy(),
+            "psi2_xi": b.psi2_xi.copy(), "psi2_sigma": b.psi2_sigma.copy(), "psi2_j": b.psi2_j.copy(),
+            "psi_fr_xi": b.psi_fr_xi.copy(), "psi_fr_sigma": b.psi_fr_sigma.copy(),
+            "psi_fr_j": b.psi_fr_j.copy(), "psi_fr_spin": b.psi_fr_spin.copy(),
+        }
+
+    # ------------------------------------------------------------------ metadata
+    @property
+    def paths(self) -> list[tuple[int, ...]]:
+        """Second-order keys ``(n2, n_fr)`` in path-index order (sorted)."""
+        return list(self._paths)
+
+    @property
+    def path_infos(self) -> list[PathInfo]:
+        """One :class:`~scrapl.interfaces.PathInfo` per path.
+
+        ``temporal_rate`` is the centre frequency ``xi2`` of the second-order temporal
+        wavelet in cycles per sample; ``freq_scale`` is ``|xi_fr| * Q1``, the
+        frequential wavelet's centre frequency in cycles per octave (``xi_fr`` is in
+        cycles per first-order channel and there are ``Q1`` channels per octave in the
+        constant-Q part of the filterbank); ``spin`` is ``sign(xi_fr)``.
+        """
+        return list(self._path_infos)
+
+    @property
+    def channel_keys(self) -> list[tuple[int, ...]]:
+        """Keys of the channels of :meth:`forward_full`: ``(n_fr,)`` then ``(n2, n_fr)``."""
+        return self.first_order_keys + self.paths
+
+    @property
+    def filter_table(self) -> dict[str, np.ndarray]:
+        """Centre frequencies, bandwidths, subsamplings and spins of all filters."""
+        return {k: v.copy() for k, v in self._table.items()}
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Floating dtype of the buffers (and of accepted inputs)."""
+        return self._first_M.dtype
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the buffers."""
+        return self._first_M.device
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return (f"shape={c.shape}, J={c.J}, Q1={c.Q1}, Q2={c.Q2}, J_fr={c.J_fr}, Q_fr={c.Q_fr}, "
+                f"T={self.T}, F={self.F}, n_paths={self.n_paths}")
+
+    # ------------------------------------------------------------------ input handling
+    def _prepare(self, x: Tensor) -> tuple[Tensor, tuple[int, ...]]:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        if x.dtype not in (torch.float32, torch.float64):
+            raise TypeError(f"x must be float32 or float64, got {x.dtype}")
+        if x.dtype != self.dtype:
+            fix = ".double()" if x.dtype == torch.float64 else ".float()"
+            raise TypeError(
+                f"x is {x.dtype} but the JTFS buffers are {self.dtype}; call {fix} on the transform "
+                f"(or convert the input to {self.dtype})"
+            )
+        if x.device != self.device:
+            raise ValueError(f"x is on {x.device} but the JTFS buffers are on {self.device}; call .to(device)")
+        if x.dim() == 0 or x.shape[-1] != self.n_samples:
+            raise ValueError(
+                f"x must have shape (*batch, {self.n_samples}) (e.g. (batch, channels, {self.n_samples})), "
+                f"got {tuple(x.shape)}"
+            )
+        batch_shape = tuple(x.shape[:-1])
+        B = math.prod(batch_shape)
+        if B == 0:
+            raise ValueError(f"x has an empty batch: shape {tuple(x.shape)}")
+        if self.check_finite and not bool(torch.isfinite(x).all()):
+            raise ValueError("x contains NaN or infinite values (pass check_finite=False to skip this check)")
+        return x.reshape(B, self.n_samples), batch_shape
+
+    def _check_index(self, i: object) -> int:
+        if isinstance(i, bool) or (isinstance(i, Tensor) and i.dtype == torch.bool):
+            raise TypeError(f"path index must be an integer, got {i!r}")
+        try:
+            idx = operator.index(i)
+        except TypeError:
+            raise TypeError(f"path index must be an integer, got {type(i).__name__}") from None
+        if not 0 <= idx < len(self._paths):
+            raise ValueError(f"path index must be in [0, {len(self._paths)}), got {idx}")
+        return idx
+
+    # ------------------------------------------------------------------ computation
+    def _input_spectrum(self, xb: Tensor) -> Tensor:
+        """One-sided spectrum (rfft) of the padded input, complex ``(B, N_pad // 2 + 1)``."""
+        return torch.fft.rfft(core.reflect_pad(xb, self.pad_left, self.pad_right))
+
+    def _u1_hat(self, x_hat: Tensor, g: _Group) -> Tensor:
+        """``rfft(U1)`` for group ``g``, complex ``(B, nf, L // 2 + 1)``."""
+        return core.scalogram_spectrum(x_hat, getattr(self, f"_g{g.k}_idx"), getattr(self, f"_g{g.k}_coef"), g.L,
+                                       g.one_sided)
+
+    def _second_rows(self, u1_hats: list[Tensor], sp: _Second) -> Tensor:
+        n2 = sp.n2
+        coef = [getattr(self, f"_s{n2}_coef{gi}") for gi in range(sp.n_groups)]
+        fold = getattr(self, f"_s{n2}_fold") if sp.folded else None
+        return core.second_order_rows(u1_hats[: sp.n_groups], coef, list(sp.segments), sp.T2, fold)
+
+    def _cols(self, crop_time: bool) -> slice:
+        return slice(*self.crop) if crop_time else slice(0, self.T_out_padded)
+
+    def _finish_path(self, S: Tensor, i: int, cols: slice) -> Tensor:
+        return torch.matmul(getattr(self, f"_p{i}_P"), S) + getattr(self, f"_p{i}_bias")[:, cols]
+
+    def forward_path(self, x: Tensor, i: int, *, crop_time: bool = True) -> Tensor:
+        """Coefficients of path ``i`` = key ``paths[i] = (n2, n_fr)``.
+
+        Only the first-order wavelets with ``j1 < j2`` are computed.
+
+        Args:
+            x: ``(*batch, N)`` float tensor.
+            i: path index in ``[0, n_paths)``.
+            crop_time: crop to the ``T_out`` frames of the unpadded signal (channel
+                ``n_first + i`` of :meth:`forward_full`); ``False`` keeps all
+                ``T_out_padded`` frames (the reference SCRAPL single-path output).
+
+        Returns:
+            ``(*batch, F_out, T_out)`` (or ``T_out_padded`` frames).
+        """
+        i = self._check_index(i)
+        xb, batch_shape = self._prepare(x)
+        n2, nf = self._paths[i]
+        sp = self._second[n2]
+        x_hat = self._input_spectrum(xb)
+        u1_hats = [self._u1_hat(x_hat, g) for g in self._groups[: sp.n_groups]]
+        y2 = self._second_rows(u1_hats, sp)
+        cols = self._cols(crop_time)
+        r0, r1 = sp.row_start[nf], sp.row_stop[nf]
+        M = getattr(self, f"_s{n2}_M")[2 * r0: 2 * r1]
+        S = core.freq_scatter_modulus_average(y2, M, getattr(self, f"_A{sp.j2}")[:, cols])
+        out = self._finish_path(S, i, cols)
+        return out.reshape(*batch_shape, *out.shape[-2:])
+
+    def _all_paths(self, u1_hats: list[Tensor], cols: slice) -> Tensor:
+        outs = []
+        for n2, sp in self._second.items():
+            y2 = self._second_rows(u1_hats, sp)
+            S = core.freq_scatter_modulus_average(y2, getattr(self, f"_s{n2}_M"),
+                                                  getattr(self, f"_A{sp.j2}")[:, cols])
+            for nf, (r0, r1) in enumerate(zip(sp.row_start, sp.row_stop)):
+                outs.append(self._finish_path(S[:, r0:r1], self._path_index[(n2, nf)], cols))
+        return torch.stack(outs, dim=1)
+
+    def forward(self, x: Tensor, *, crop_time: bool = True) -> Tensor:
+        """All paths: ``(*batch, n_paths, F_out, T_out)``, path ``i`` equal to
+        ``forward_path(x, i, crop_time=crop_time)``; the scalogram is computed once."""
+        xb, batch_shape = self._prepare(x)
+        x_hat = self._input_spectrum(xb)
+        max_groups = max(sp.n_groups for sp in self._second.values())
+        u1_hats = [self._u1_hat(x_hat, g) for g in self._groups[:max_groups]]
+        out = self._all_paths(u1_hats, self._cols(crop_time))
+        return out.reshape(*batch_shape, *out.shape[-3:])
+
+    def forward_first_order(self, x: Tensor, *, crop_time: bool = True) -> Tensor:
+        """The ``n_first = K + 1`` first-order joint channels ``(n_fr,)``:
+        ``(*batch, n_first, F_out, T_out)``."""
+        xb, batch_shape = self._prepare(x)
+        x_hat = self._input_spectrum(xb)
+        u1_hats = [self._u1_hat(x_hat, g) for g in self._groups]
+        out = self._first_order(u1_hats, self._cols(crop_time))
+        return out.reshape(*batch_shape, *out.shape[-3:])
+
+    def _first_order(self, u1_hats: list[Tensor], cols: slice) -> Tensor:
+        S1 = torch.cat([core.first_order_time_average(u, getattr(self, f"_g{g.k}_phi_idx"),
+                                                      getattr(self, f"_g{g.k}_phi_coef"))
+                        for u, g in zip(u1_hats, self._groups)], dim=1)  # (B, N1, T_s)
+        S1 = S1[:, :, cols]
+        Y = torch.matmul(self._first_M, S1)  # (B, 2R, T)
+        B, twoR, Tc = Y.shape
+        U = core.planar_modulus(Y.view(B, twoR // 2, 2, Tc), 2)
+        outs = [torch.matmul(getattr(self, f"_first_P{nf}"), U[:, r0:r1])
+                for nf, (r0, r1) in enumerate(self._first_rows)]
+        return torch.stack(outs, dim=1)
+
+    def forward_full(self, x: Tensor, *, crop_time: bool = True) -> Tensor:
+        """The reference's complete joint output ``(*batch, n_first + n_paths, F_out,
+        T_out)``: first-order channels ``(n_fr,)``, ``n_fr = 0..K``, then all paths."""
+        xb, batch_shape = self._prepare(x)
+        x_hat = self._input_spectrum(xb)
+        u1_hats = [self._u1_hat(x_hat, g) for g in self._groups]
+        cols = self._cols(crop_time)
+        out = torch.cat([self._first_order(u1_hats, cols), self._all_paths(u1_hats, cols)], dim=1)
+        return out.reshape(*batch_shape, *out.shape[-3:])

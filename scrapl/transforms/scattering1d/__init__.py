@@ -1,0 +1,37 @@
+"""Built-in transform plugin ``scattering1d``: second-order time scattering.
+
+Kymatio 0.3.0's ``Scattering1D`` with ``max_order=2``, whose SCRAPL paths are the
+second-order coefficients ``(n1, n2)`` (``j1 < j2``) in Kymatio's output order.
+The Morlet filter design is shared with JTFS (:mod:`scrapl.transforms.filterbank`).
+
+Example::
+
+    import scrapl
+    built = scrapl.build({"transform": {"name": "scattering1d", "shape": 4096, "J": 6, "Q": 8}})
+"""
+
+from __future__ import annotations
+
+from scrapl.interfaces import PluginSpec
+from scrapl.transforms.scattering1d.config import Scattering1DConfig
+from scrapl.transforms.scattering1d.module import TimeScattering
+
+__all__ = ["PLUGINS", "Scattering1DConfig", "TimeScattering", "make_scattering1d"]
+
+
+def make_scattering1d(config: Scattering1DConfig) -> TimeScattering:
+    """Plugin factory: build a :class:`TimeScattering` from its validated config."""
+    if not isinstance(config, Scattering1DConfig):
+        config = Scattering1DConfig.model_validate(config)
+    return TimeScattering(config)
+
+
+PLUGINS: list[PluginSpec] = [
+    PluginSpec(
+        kind="transform",
+        name="scattering1d",
+        config_cls=Scattering1DConfig,
+        factory=make_scattering1d,
+        description="second-order time scattering (Kymatio 0.3.0 Scattering1D); paths are (n1, n2)",
+    )
+]
