@@ -33,10 +33,13 @@ __version__ = "0.2.0"
 
 _LAZY = {
     "SCRAPLLoss": "scrapl.loss",
-    "build": "scrapl.build",
-    "Built": "scrapl.build",
-    "ScraplConfig": "scrapl.build",
-    "load_config": "scrapl.build",
+    "build": "scrapl.builder",
+    "Built": "scrapl.builder",
+    "ScraplConfig": "scrapl.builder",
+    "load_config": "scrapl.builder",
+    "save_config": "scrapl.builder",
+    "config_json_schema": "scrapl.builder",
+    "reset_registry": "scrapl.registry",
     "get_registry": "scrapl.registry",
     "Registry": "scrapl.registry",
     "JTFS": "scrapl.transforms.jtfs",

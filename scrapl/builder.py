@@ -18,17 +18,14 @@ settings; the registry supplies the plugin's own pydantic class, which validates
 
 ``build`` also accepts a path to a YAML (``.yaml``/``.yml``) or JSON (``.json``) file.
 
-Note: ``scrapl.build`` is both this module and the function.  The module is callable
-(calling it calls :func:`build`), so ``scrapl.build(config)`` works whichever of the
-two Python's import machinery left on the package; import names from it with
-``from scrapl.build import ScraplConfig``.
+The module is named ``builder`` (not ``build``) so that the package attribute
+``scrapl.build`` is always the function; import names from it with
+``from scrapl.builder import ScraplConfig``.
 """
 
 from __future__ import annotations
 
 import json
-import sys
-import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -395,14 +392,3 @@ def build(config: ConfigSource, *, registry: Registry | None = None) -> Built:
     sampler = reg.get("sampler", cfg.sampler.name).factory(cfg.sampler, n_paths=n_paths, generator=generator)
     loss = SCRAPLLoss.from_components(transform, sampler, config=cfg.loss)
     return Built(config=cfg, transform=transform, sampler=sampler, loss=loss, registry=reg)
-
-
-class _CallableModule(types.ModuleType):
-    """Lets ``scrapl.build(config)`` work even when Python's import system has bound
-    the submodule ``scrapl.build`` (rather than the function) on the package."""
-
-    def __call__(self, config: ConfigSource, *, registry: Registry | None = None) -> Built:
-        return build(config, registry=registry)
-
-
-sys.modules[__name__].__class__ = _CallableModule

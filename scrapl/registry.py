@@ -553,7 +553,7 @@ _default_registry: Union[Registry, None] = None
 def get_registry() -> Registry:
     """The default registry, created on first use.
 
-    It is the one :func:`scrapl.build` and :class:`scrapl.build.ScraplConfig` use when
+    It is the one :func:`scrapl.build` and :class:`scrapl.builder.ScraplConfig` use when
     no registry is passed.  It reads ``SCRAPL_DISABLE_PLUGIN_AUTOLOAD`` once, when it
     is created; plugins installed afterwards appear after :func:`reset_registry`.
     """

@@ -12,7 +12,7 @@ from conftest import FakeOptimizer, FakeSampler, FakeTransform, train_gain
 from pydantic import ValidationError
 
 import scrapl
-from scrapl.build import Built, ScraplConfig, build, load_config
+from scrapl.builder import Built, ScraplConfig, build, load_config
 from scrapl.registry import Registry
 
 
@@ -60,12 +60,11 @@ def test_build_accepts_config_object_and_files(fake_registry: Registry, fake_con
     assert build(cfg, registry=fake_registry).config is cfg
 
 
-def test_module_and_facade_are_callable(fake_registry: Registry, fake_config_dict) -> None:
-    import scrapl.build as build_module  # binds the submodule on the package
+def test_facade_build_is_the_function(fake_registry: Registry, fake_config_dict) -> None:
+    import scrapl.builder  # importing the submodule must not shadow the function
 
-    assert callable(build_module)
+    assert scrapl.build is scrapl.builder.build
     assert isinstance(scrapl.build(fake_config_dict, registry=fake_registry), Built)
-    assert isinstance(build_module(fake_config_dict, registry=fake_registry), Built)
 
 
 def test_seed_drives_the_sampler(fake_registry: Registry, fake_config_dict) -> None:

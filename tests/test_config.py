@@ -11,7 +11,7 @@ import yaml
 from conftest import FakeSamplerConfig, FakeTransformConfig
 from pydantic import ValidationError
 
-from scrapl.build import ScraplConfig, config_json_schema, load_config, save_config
+from scrapl.builder import ScraplConfig, config_json_schema, load_config, save_config
 from scrapl.configs import LossConfig, PluginConfig
 from scrapl.interfaces import PluginSpec
 from scrapl.registry import Registry

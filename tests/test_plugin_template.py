@@ -16,7 +16,7 @@ import torch
 from conftest import train_gain
 from pydantic import ValidationError
 
-from scrapl.build import ScraplConfig, build, load_config, save_config
+from scrapl.builder import ScraplConfig, build, load_config, save_config
 from scrapl.interfaces import ScatteringTransform
 from scrapl.registry import Registry
 
