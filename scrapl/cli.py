@@ -1,0 +1,571 @@
+"""The ``scrapl`` command line.
+
+Subcommands::
+
+    scrapl demo    [--out DIR] [--config FILE] [options]   sound matching: SCRAPL vs MSS
+    scrapl bench   [--config FILE | options] [--json FILE]  time and memory of one step
+    scrapl warmup  CONFIG [--out DIR] [--shard I/N] [--paths A:B]   theta-IS warmup
+    scrapl paths   CONFIG [--probs FILE] [--json]           the paths and their labels
+    scrapl plugins [--json]                                 registered plugins
+    scrapl schema  [--kind KIND]                            JSON schema of configs
+
+Config files are YAML (or JSON) scrapl configs (what :func:`scrapl.build` reads:
+``transform``, ``sampler``, ``optimizer``, ``loss``, ``seed``) with an optional extra
+``demo:`` section for the demo's own settings
+(:class:`scrapl.demo.settings.DemoSettings`); the command line splits it off before
+calling ``scrapl.build``.
+
+Errors in arguments or config files print one line ``scrapl: error: ...`` on
+stderr and exit with status 2 (no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Mapping, NoReturn, Sequence
+
+__all__ = ["main", "build_parser", "CliError"]
+
+PROG = "scrapl"
+
+
+class CliError(Exception):
+    """A user error: printed as one line on stderr, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser whose errors are one line (no usage dump) and exit 2."""
+
+    def error(self, message: str) -> NoReturn:  # noqa: D401 - argparse API
+        raise CliError(f"{message} (see '{self.prog} --help')")
+
+
+# ----------------------------------------------------------------------------- helpers
+def _one_line(exc: BaseException) -> str:
+    """A single-line description of ``exc`` (pydantic errors condensed)."""
+    try:
+        from pydantic import ValidationError
+    except ImportError:  # pragma: no cover
+        ValidationError = ()  # type: ignore[assignment]
+    if isinstance(exc, ValidationError):  # type: ignore[arg-type]
+        parts = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err.get("loc", ())) or "(config)"
+            parts.append(f"{loc}: {err.get('msg', '')}")
+        text = "invalid config: " + "; ".join(parts)
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
+    return value
+
+
+def _shard(text: str) -> tuple[int, int]:
+    """``I/N`` with ``0 <= I < N``."""
+    try:
+        i_str, n_str = text.split("/")
+        i, n = int(i_str), int(n_str)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I/N (e.g. 0/4), got {text!r}") from None
+    if n < 1 or not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"expected I/N with 0 <= I < N, got {text!r}")
+    return i, n
+
+
+def _path_range(text: str) -> tuple[int | None, int | None]:
+    """``A:B`` (either side may be empty) -> (start, stop)."""
+    if ":" not in text:
+        raise argparse.ArgumentTypeError(f"expected A:B (e.g. 0:40), got {text!r}")
+    a, b = text.split(":", 1)
+    try:
+        start = int(a) if a.strip() else None
+        stop = int(b) if b.strip() else None
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers in A:B, got {text!r}") from None
+    if (start is not None and start < 0) or (stop is not None and stop < 0):
+        raise argparse.ArgumentTypeError(f"path indices must be >= 0, got {text!r}")
+    if start is not None and stop is not None and stop <= start:
+        raise argparse.ArgumentTypeError(f"expected A < B in A:B, got {text!r}")
+    return start, stop
+
+
+def _methods(text: str) -> tuple[str, ...]:
+    allowed = ("scrapl", "scrapl_uniform", "mss")
+    names = tuple(s.strip() for s in text.split(",") if s.strip())
+    bad = [n for n in names if n not in allowed]
+    if not names or bad:
+        raise argparse.ArgumentTypeError(f"methods must be a comma-separated list of {', '.join(allowed)}; got {text!r}")
+    return names
+
+
+def _load_demo_config(path: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Read a config file (or the built-in demo config) and split off ``demo:``."""
+    from scrapl.demo.settings import default_scrapl_config, read_config_file, split_demo_config
+
+    if path is None:
+        return default_scrapl_config(), {}
+    try:
+        data = read_config_file(path)
+        return split_demo_config(data)
+    except (OSError, ValueError, TypeError) as exc:
+        raise CliError(_one_line(exc)) from None
+
+
+def _validate_settings(demo: Mapping[str, Any], overrides: Mapping[str, Any]) -> Any:
+    """:class:`DemoSettings` from a ``demo:`` section plus command-line overrides
+    (dotted keys such as ``synth.max_shift``)."""
+    from pydantic import ValidationError
+
+    from scrapl.demo.settings import DemoSettings
+
+    data: dict[str, Any] = json.loads(json.dumps(dict(demo)))
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    try:
+        return DemoSettings.model_validate(data)
+    except ValidationError as exc:
+        raise CliError("demo settings: " + _one_line(exc)) from None
+
+
+def _check_scrapl_config(cfg: Mapping[str, Any]) -> Any:
+    """Validate a scrapl config (without building anything heavy)."""
+    from pydantic import ValidationError
+
+    from scrapl.builder import load_config
+
+    try:
+        return load_config(dict(cfg))
+    except ValidationError as exc:
+        raise CliError(_one_line(exc)) from None
+    except (ValueError, TypeError, LookupError) as exc:
+        raise CliError(_one_line(exc)) from None
+
+
+def _print_table(rows: Sequence[Sequence[Any]], header: Sequence[str], file: Any = None) -> None:
+    out = file or sys.stdout
+    cells = [[str(h) for h in header]] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    for n, r in enumerate(cells):
+        print("  ".join(c.rjust(w) if n and _numeric(c) else c.ljust(w) for c, w in zip(r, widths)).rstrip(), file=out)
+        if n == 0:
+            print("  ".join("-" * w for w in widths), file=out)
+
+
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+# ----------------------------------------------------------------------------- demo
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from scrapl.demo.train import format_summary, run_demo
+
+    scrapl_cfg, demo = _load_demo_config(args.config)
+    if args.settings is not None:
+        from scrapl.demo.settings import read_config_file
+
+        try:
+            extra = read_config_file(args.settings)
+        except (OSError, ValueError) as exc:
+            raise CliError(_one_line(exc)) from None
+        demo = {**demo, **(extra.get("demo", extra))}
+    overrides = {
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "scrapl_lr": args.scrapl_lr,
+        "mss_lr": args.mss_lr,
+        "seed": args.seed,
+        "n_val": args.n_val,
+        "val_every": args.val_every,
+        "methods": list(args.methods) if args.methods else None,
+        "probs_path": args.probs,
+        "warmup.n_iter": args.warmup_iters,
+        "warmup.batch_size": args.warmup_batch_size,
+        "synth.max_shift": args.max_shift,
+    }
+    settings = _validate_settings(demo, overrides)
+    if args.shape is not None:
+        scrapl_cfg = json.loads(json.dumps(scrapl_cfg))
+        scrapl_cfg.setdefault("transform", {})["shape"] = args.shape
+    _check_scrapl_config(scrapl_cfg)
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CliError(f"cannot create output folder {str(out)!r}: {exc}") from None
+    result = run_demo(scrapl_cfg, settings, out_dir=out, progress=not args.no_progress, log=_log(args.quiet))
+    print(format_summary(result))
+    return 0
+
+
+def _log(quiet: bool) -> Callable[[str], None]:
+    def log(msg: str) -> None:
+        if not quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+    return log
+
+
+# ----------------------------------------------------------------------------- bench
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from scrapl.demo.bench import format_bench, run_bench
+
+    if args.config is not None:
+        scrapl_cfg, _ = _load_demo_config(args.config)
+    else:
+        from scrapl.demo.settings import default_scrapl_config
+
+        scrapl_cfg = default_scrapl_config()
+    t = dict(scrapl_cfg.get("transform", {}))
+    for key, value in (
+        ("shape", args.shape),
+        ("J", args.J),
+        ("Q1", args.Q1),
+        ("Q2", args.Q2),
+        ("J_fr", args.J_fr),
+        ("Q_fr", args.Q_fr),
+        ("T", args.T),
+        ("F", args.F),
+    ):
+        if value is not None:
+            t[key] = value
+    scrapl_cfg = {**scrapl_cfg, "transform": t}
+    _check_scrapl_config(scrapl_cfg)
+    methods = tuple(args.methods.split(",")) if args.methods else ("scrapl", "jtfs", "mss")
+    bad = [m for m in methods if m not in ("scrapl", "jtfs", "mss")]
+    if bad:
+        raise CliError(f"--methods must be a comma-separated list of scrapl, jtfs, mss; got {args.methods!r}")
+    result = run_bench(
+        scrapl_cfg,
+        batch_size=args.batch_size,
+        repeats=args.repeats,
+        full_repeats=args.full_repeats,
+        methods=methods,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    print(format_bench(result))
+    if args.json is not None:
+        try:
+            Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise CliError(f"cannot write {args.json!r}: {exc}") from None
+    return 0
+
+
+# ----------------------------------------------------------------------------- warmup
+def _cmd_warmup(args: argparse.Namespace) -> int:
+    from scrapl.demo.warmup import run_warmup_cli
+
+    scrapl_cfg, demo = _load_demo_config(args.config)
+    settings = _validate_settings(
+        demo,
+        {
+            "warmup.n_iter": args.n_iter,
+            "warmup.batch_size": args.batch_size,
+            "warmup.n_batches": args.n_batches,
+            "seed": args.seed,
+        },
+    )
+    cfg = _check_scrapl_config(scrapl_cfg)
+    summary = run_warmup_cli(
+        scrapl_cfg,
+        settings,
+        out_dir=Path(args.out),
+        shard=args.shard,
+        path_range=args.paths,
+        progress=not args.no_progress,
+        log=_log(args.quiet),
+    )
+    del cfg
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+# ----------------------------------------------------------------------------- paths
+def _cmd_paths(args: argparse.Namespace) -> int:
+    from scrapl.demo.warmup import load_probs, path_table
+
+    scrapl_cfg, demo = _load_demo_config(args.config)
+    settings = _validate_settings(demo, {})
+    _check_scrapl_config(scrapl_cfg)
+    import scrapl
+
+    try:
+        built = scrapl.build(scrapl_cfg)
+    except (ValueError, TypeError, LookupError) as exc:
+        raise CliError(_one_line(exc)) from None
+    probs = None
+    if args.probs is not None:
+        try:
+            probs = load_probs(args.probs, built.transform.n_paths)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise CliError(_one_line(exc)) from None
+    sr = args.sr if args.sr is not None else settings.synth.sr
+    rows = path_table(built, sr=sr, probs=probs)
+    if args.json:
+        print(json.dumps({"n_paths": len(rows), "sample_rate": sr, "paths": rows}, indent=2))
+        return 0
+    header = ["index", "key", "label", "rate_hz", "scale_cyc_oct", "spin", "prob", "prob/unif"]
+    table = []
+    n = len(rows)
+    for r in rows:
+        table.append(
+            [
+                r["index"],
+                ",".join(map(str, r["key"])),
+                r["label"],
+                "-" if r["temporal_rate_hz"] is None else f"{r['temporal_rate_hz']:.4g}",
+                "-" if r["freq_scale"] is None else f"{r['freq_scale']:.4g}",
+                "-" if r["spin"] is None else f"{r['spin']:+d}",
+                f"{r['prob']:.5f}",
+                f"{r['prob'] * n:.3f}",
+            ]
+        )
+    _print_table(table, header)
+    print(f"{n} paths; temporal rates at sample rate {sr:g} Hz", file=sys.stderr)
+    return 0
+
+
+# ----------------------------------------------------------------------------- plugins
+def _cmd_plugins(args: argparse.Namespace) -> int:
+    from scrapl.registry import Registry, get_registry
+
+    reg = Registry(autoload=False) if args.no_autoload else get_registry()
+    entries = reg.list()
+    if args.json:
+        rows = [
+            {
+                "kind": e.kind,
+                "name": e.name,
+                "status": e.status,
+                "source": e.source,
+                "description": e.spec.description if (e.spec is not None and e.ok) else None,
+                "error": e.detail if not e.ok else None,
+            }
+            for e in entries
+        ]
+        print(json.dumps(rows, indent=2))
+        return 0
+    rows = [[e.kind or "-", e.name or "-", e.status, e.source, e.detail] for e in entries]
+    _print_table(rows, ["kind", "name", "status", "source", "description / error"])
+    broken = [e for e in entries if not e.ok]
+    if broken:
+        print(f"{len(broken)} plugin entr{'y' if len(broken) == 1 else 'ies'} unusable (see above)", file=sys.stderr)
+    return 0
+
+
+# ----------------------------------------------------------------------------- schema
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from scrapl.builder import config_json_schema
+    from scrapl.registry import get_registry
+
+    reg = get_registry()
+    if args.kind is None:
+        schema = config_json_schema(reg)
+        if args.demo:
+            from scrapl.demo.settings import DemoSettings
+
+            schema.setdefault("properties", {})["demo"] = DemoSettings.model_json_schema()
+    else:
+        kind, _, name = args.kind.partition(":")
+        from scrapl.interfaces import PLUGIN_KINDS
+
+        if kind not in PLUGIN_KINDS:
+            raise CliError(f"--kind must be one of {', '.join(PLUGIN_KINDS)} (optionally KIND:NAME), got {args.kind!r}")
+        try:
+            specs = [reg.get(kind, name)] if name else reg.specs(kind)
+        except LookupError as exc:
+            raise CliError(_one_line(exc)) from None
+        schema = {spec.name: spec.config_cls.model_json_schema() for spec in specs}
+    print(json.dumps(schema, indent=2))
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``scrapl`` command."""
+    from scrapl import __version__
+
+    p = _Parser(
+        prog=PROG,
+        description="SCRAPL: scattering transforms with random paths as PyTorch losses.",
+        epilog="Run 'scrapl COMMAND --help' for the options of a command.",
+    )
+    p.add_argument("--version", action="version", version=f"scrapl {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    # demo
+    d = sub.add_parser(
+        "demo",
+        help="sound matching with the chirplet synth: SCRAPL vs MSS",
+        description=(
+            "Train an encoder to recover the AM and FM rates of chirplets with random delays, "
+            "without labels, once with SCRAPL (P-Adam + P-SAGA, theta-IS) and once with the "
+            "multi-resolution STFT loss (MSS), under the same step budget; report held-out "
+            "parameter errors, write metrics.json and plots."
+        ),
+    )
+    d.add_argument("--out", default="scrapl_demo", help="output folder (default: %(default)s)")
+    d.add_argument("--config", help="scrapl config file (YAML/JSON), optionally with a 'demo:' section")
+    d.add_argument("--settings", help="YAML file with demo settings (a 'demo:' section or its content)")
+    d.add_argument("--steps", type=_positive_int, help="optimizer steps per method")
+    d.add_argument("--batch-size", type=_positive_int, help="training batch size")
+    d.add_argument("--scrapl-lr", type=_positive_float, help="learning rate of the SCRAPL run")
+    d.add_argument("--mss-lr", type=_positive_float, help="Adam learning rate of the MSS run")
+    d.add_argument("--seed", type=_nonneg_int, help="seed of weights and training data")
+    d.add_argument("--n-val", type=_positive_int, help="held-out examples")
+    d.add_argument("--val-every", type=_positive_int, help="validate every N steps")
+    d.add_argument("--methods", type=_methods, help="comma-separated: scrapl, scrapl_uniform, mss")
+    d.add_argument("--probs", help="precomputed theta-IS probabilities (.pt file or warmup folder)")
+    d.add_argument("--warmup-iters", type=_positive_int, help="power iterations of the theta-IS warmup")
+    d.add_argument("--warmup-batch-size", type=_positive_int, help="signals in the theta-IS warmup batch")
+    d.add_argument("--max-shift", type=_nonneg_int, help="largest random delay in samples")
+    d.add_argument("--shape", type=_positive_int, help="signal length (overrides transform.shape)")
+    d.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's choice)")
+    d.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    d.add_argument("--quiet", action="store_true", help="no log lines on stderr")
+    d.set_defaults(func=_cmd_demo)
+
+    # bench
+    b = sub.add_parser(
+        "bench",
+        help="time and peak memory of one loss+backward step: SCRAPL, full JTFS, MSS",
+        description=(
+            "Measure loss + backward time and peak memory of one-path SCRAPL (median over random "
+            "paths), the full JTFS distance and auraloss's MultiResolutionSTFTLoss for one "
+            "configuration (default: the demo's)."
+        ),
+    )
+    b.add_argument("--config", help="scrapl config file (YAML/JSON)")
+    for name, typ in (("shape", _positive_int), ("J", _positive_int), ("Q1", _positive_int), ("Q2", _positive_int),
+                      ("J-fr", _positive_int), ("Q-fr", _positive_int), ("T", _positive_int), ("F", _positive_int)):
+        b.add_argument(f"--{name}", type=typ, dest=name.replace("-", "_"), help=f"override transform.{name.replace('-', '_')}")
+    b.add_argument("--batch-size", type=_positive_int, default=4, help="batch size (default: %(default)s)")
+    b.add_argument("--repeats", type=_positive_int, default=10, help="timed SCRAPL/MSS steps (default: %(default)s)")
+    b.add_argument("--full-repeats", type=_positive_int, default=1, help="timed full-JTFS steps (default: %(default)s)")
+    b.add_argument("--methods", help="comma-separated subset of scrapl,jtfs,mss (default: all)")
+    b.add_argument("--seed", type=_nonneg_int, default=0, help="seed of inputs and paths (default: %(default)s)")
+    b.add_argument("--json", help="also write the results as JSON to this file")
+    b.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    b.set_defaults(func=_cmd_bench)
+
+    # warmup
+    w = sub.add_parser(
+        "warmup",
+        help="theta-IS warmup for the demo task (shardable, resumable)",
+        description=(
+            "Estimate per-path curvatures for the demo's encoder and synth (task named by the "
+            "config's 'demo:' section; default chirplet) and write theta-IS probabilities. "
+            "Shard with --shard I/N or --paths A:B across processes; under torchrun the rank and "
+            "world size are used. Finished paths in --out are skipped (resumable)."
+        ),
+    )
+    w.add_argument("config", help="scrapl config file (YAML/JSON), optionally with a 'demo:' section")
+    w.add_argument("--out", default="scrapl_warmup", help="output folder (default: %(default)s)")
+    w.add_argument("--shard", type=_shard, help="process this shard I/N of the paths")
+    w.add_argument("--paths", type=_path_range, help="process paths A:B only")
+    w.add_argument("--n-iter", type=_positive_int, help="power iterations per path and parameter")
+    w.add_argument("--batch-size", type=_positive_int, help="signals per warmup batch")
+    w.add_argument("--n-batches", type=_positive_int, help="warmup batches")
+    w.add_argument("--seed", type=_nonneg_int, help="seed of the encoder weights")
+    w.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    w.add_argument("--quiet", action="store_true", help="no log lines on stderr")
+    w.set_defaults(func=_cmd_warmup)
+
+    # paths
+    pa = sub.add_parser(
+        "paths",
+        help="list the paths of a config with physical labels and probabilities",
+        description="List every path: index, key, label, temporal rate (Hz), frequential scale (cycles/octave), spin and sampling probability.",
+    )
+    pa.add_argument("config", help="scrapl config file (YAML/JSON)")
+    pa.add_argument("--probs", help="probabilities to show (.pt file or warmup folder); default: the sampler's")
+    pa.add_argument("--sr", type=_positive_float, help="sample rate in Hz for the temporal rates (default: the demo's)")
+    pa.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    pa.set_defaults(func=_cmd_paths)
+
+    # plugins
+    pl = sub.add_parser("plugins", help="list registered plugins (broken ones with their errors)")
+    pl.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    pl.add_argument("--no-autoload", action="store_true", help="built-in plugins only (skip entry points)")
+    pl.set_defaults(func=_cmd_plugins)
+
+    # schema
+    sc = sub.add_parser("schema", help="JSON schema of scrapl configs")
+    sc.add_argument("--kind", help="only the plugin configs of KIND (transform, sampler, optimizer) or KIND:NAME")
+    sc.add_argument("--demo", action="store_true", help="include the demo's 'demo:' section")
+    sc.set_defaults(func=_cmd_schema)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 2 usage/config error)."""
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if getattr(args, "func", None) is None:
+            parser.print_help(sys.stderr)
+            return 2
+        return int(args.func(args) or 0)
+    except CliError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `scrapl paths cfg | head`
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        except OSError:
+            pass
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

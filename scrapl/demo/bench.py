@@ -1,0 +1,215 @@
+"""``scrapl bench``: cost of one loss + backward step for SCRAPL, full JTFS and MSS.
+
+For a scrapl config (the demo's by default) and a batch of random signals
+``(batch, 1, N)``, it times ``loss(x_hat, x).backward()`` where ``x_hat`` requires
+grad:
+
+* ``scrapl``: the distance of one path (``loss.path_distance``), a different random
+  path at every repetition; median over the repetitions (paths differ in cost:
+  those with a large ``j2`` need more first-order filters);
+* ``jtfs``: the full-tree distance over all ``P`` paths (``loss.full_distance``);
+* ``mss``: ``auraloss.freq.MultiResolutionSTFTLoss()``.
+
+Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` during one step; on the
+CPU, the peak of the tensor memory allocated during one step as recorded by the
+torch profiler's memory events (``None`` when the profiler cannot report it).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["run_bench", "format_bench", "peak_memory_bytes"]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_memory_bytes(fn: Callable[[], Any], device: torch.device) -> int | None:
+    """Peak bytes of tensor memory allocated while ``fn()`` runs (above what was
+    allocated before), or ``None`` if it cannot be measured on this device."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return int(torch.cuda.max_memory_allocated(device) - base)
+    try:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            fn()
+        events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]  # type: ignore[union-attr]
+    except Exception:  # noqa: BLE001 - private profiler API: report "unknown" rather than fail
+        return None
+    cur = peak = 0
+    for e in sorted(events, key=lambda e: e.start_ns()):
+        cur += int(e.nbytes())
+        peak = max(peak, cur)
+    return peak if events else None
+
+
+def _time_step(step: Callable[[], None], device: torch.device) -> float:
+    _sync(device)
+    t0 = time.perf_counter()
+    step()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def run_bench(
+    scrapl_cfg: Mapping[str, Any],
+    *,
+    batch_size: int = 4,
+    repeats: int = 10,
+    full_repeats: int = 1,
+    methods: Sequence[str] = ("scrapl", "jtfs", "mss"),
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Measure one loss + backward step of each method.
+
+    Args:
+        scrapl_cfg: scrapl config (only the transform and loss settings matter).
+        batch_size: signals per batch.
+        repeats: timed steps of ``scrapl`` (one random path each) and ``mss``.
+        full_repeats: timed steps of ``jtfs`` (the full transform is slow on a CPU).
+        methods: subset of ``("scrapl", "jtfs", "mss")``.
+        seed: seed of the signals and of the path choice.
+        device: ``None``: CUDA if available, else CPU.
+        progress: show a tqdm bar.
+
+    Returns:
+        JSON-able dict: ``config``, ``batch_size``, ``n_samples``, ``n_paths``,
+        ``device``, ``threads``, ``results`` (per method: ``ms_median``, ``ms_min``,
+        ``ms_max``, ``repeats``, ``peak_mb``) and ``ratios``.
+    """
+    import scrapl
+    from tqdm.auto import tqdm
+
+    for m in methods:
+        if m not in ("scrapl", "jtfs", "mss"):
+            raise ValueError(f"methods must be among 'scrapl', 'jtfs', 'mss', got {m!r}")
+    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    built = scrapl.build(dict(scrapl_cfg))
+    loss = built.loss.to(dev)
+    n = built.transform.n_samples
+    n_paths = built.transform.n_paths
+    g = torch.Generator().manual_seed(seed)
+    x_hat = torch.randn(batch_size, 1, n, generator=g).to(dev).requires_grad_(True)
+    x = torch.randn(batch_size, 1, n, generator=g).to(dev)
+    path_order = torch.randint(0, n_paths, (max(repeats, 1) + 1,), generator=g).tolist()
+
+    def scrapl_step(i: int) -> Callable[[], None]:
+        def step() -> None:
+            x_hat.grad = None
+            loss.path_distance(x_hat, x, path_order[i], reduction="mean").backward()
+
+        return step
+
+    def jtfs_step() -> None:
+        x_hat.grad = None
+        loss.full_distance(x_hat, x, reduction="mean").backward()
+
+    mss_fn = None
+    if "mss" in methods:
+        from auraloss.freq import MultiResolutionSTFTLoss
+
+        mss_fn = MultiResolutionSTFTLoss().to(dev)
+
+    def mss_step() -> None:
+        x_hat.grad = None
+        mss_fn(x_hat, x).backward()  # type: ignore[misc]
+
+    results: dict[str, Any] = {}
+    total = sum({"scrapl": repeats + 1, "jtfs": full_repeats, "mss": repeats + 1}[m] for m in methods)
+    bar = tqdm(total=total, desc="bench", disable=not progress, leave=False)
+    for m in methods:
+        times: list[float] = []
+        if m == "scrapl":
+            scrapl_step(repeats)()  # warm-up (not timed)
+            bar.update(1)
+            for i in range(repeats):
+                times.append(_time_step(scrapl_step(i), dev))
+                bar.update(1)
+            peak = peak_memory_bytes(scrapl_step(0), dev)
+        elif m == "jtfs":
+            for _ in range(full_repeats):
+                times.append(_time_step(jtfs_step, dev))
+                bar.update(1)
+            peak = peak_memory_bytes(jtfs_step, dev)
+        else:
+            mss_step()
+            bar.update(1)
+            for _ in range(repeats):
+                times.append(_time_step(mss_step, dev))
+                bar.update(1)
+            peak = peak_memory_bytes(mss_step, dev)
+        ms = [1000.0 * t for t in times]
+        results[m] = {
+            "ms_median": round(statistics.median(ms), 3),
+            "ms_min": round(min(ms), 3),
+            "ms_max": round(max(ms), 3),
+            "repeats": len(ms),
+            "peak_mb": None if peak is None else round(peak / 2**20, 2),
+        }
+    bar.close()
+    ratios: dict[str, float] = {}
+    if "scrapl" in results and "jtfs" in results:
+        ratios["jtfs_time_over_scrapl"] = round(results["jtfs"]["ms_median"] / results["scrapl"]["ms_median"], 2)
+        if results["jtfs"]["peak_mb"] and results["scrapl"]["peak_mb"]:
+            ratios["jtfs_memory_over_scrapl"] = round(results["jtfs"]["peak_mb"] / results["scrapl"]["peak_mb"], 2)
+    if "scrapl" in results and "mss" in results:
+        ratios["scrapl_time_over_mss"] = round(results["scrapl"]["ms_median"] / results["mss"]["ms_median"], 2)
+    return {
+        "config": built.config.to_dict(),
+        "batch_size": batch_size,
+        "n_samples": n,
+        "n_paths": n_paths,
+        "device": str(dev),
+        "threads": torch.get_num_threads(),
+        "results": results,
+        "ratios": ratios,
+    }
+
+
+def format_bench(result: Mapping[str, Any]) -> str:
+    """A plain-text table of :func:`run_bench`'s result."""
+    t = result["config"]["transform"]
+    desc = ", ".join(f"{k}={t[k]}" for k in ("shape", "J", "Q1", "Q2", "J_fr", "Q_fr", "T", "F") if k in t)
+    lines = [
+        f"{t.get('name', 'transform')} ({desc}): {result['n_paths']} paths, batch {result['batch_size']}, "
+        f"device {result['device']}, {result['threads']} threads",
+    ]
+    header = ("method", "median_ms", "min_ms", "max_ms", "repeats", "peak_MB")
+    rows = []
+    labels = {"scrapl": "scrapl (1 path)", "jtfs": "full jtfs", "mss": "mss (auraloss)"}
+    for m, r in result["results"].items():
+        rows.append(
+            (
+                labels.get(m, m),
+                f"{r['ms_median']:.1f}",
+                f"{r['ms_min']:.1f}",
+                f"{r['ms_max']:.1f}",
+                str(r["repeats"]),
+                "n/a" if r["peak_mb"] is None else f"{r['peak_mb']:.1f}",
+            )
+        )
+    widths = [max(len(x[i]) for x in (header, *rows)) for i in range(len(header))]
+    lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    lines.append("  ".join("-" * w for w in widths))
+    for row in rows:
+        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+    for k, v in result.get("ratios", {}).items():
+        lines.append(f"{k}: {v}")
+    return "\n".join(lines)

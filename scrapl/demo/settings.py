@@ -1,0 +1,196 @@
+"""Settings of the sound-matching demo and the split of demo config files.
+
+A demo config file is a scrapl config (top-level ``transform``, ``sampler``,
+``optimizer``, ``loss``, ``seed``; what :func:`scrapl.build` reads) with an optional
+extra top-level ``demo:`` mapping holding :class:`DemoSettings`.  The command line
+splits the two (:func:`split_demo_config`) before calling ``scrapl.build``, so a file
+without ``demo:`` is a plain scrapl config and a file with it only differs by that
+key.  Example::
+
+    transform: {name: jtfs, shape: 8192, J: 10, Q1: 8, Q2: 2, J_fr: 3, Q_fr: 2, T: 4096, F: 8}
+    sampler: {name: theta_is}
+    optimizer: {name: p_adam_saga, lr: 0.003}
+    seed: 0
+    demo:
+      steps: 300
+      batch_size: 8
+      synth: {am_hz_range: [4, 16], fm_oct_range: [0.5, 4]}
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+from pydantic import Field, field_validator
+
+from scrapl.configs import StrictModel
+
+__all__ = [
+    "SynthSettings",
+    "EncoderSettings",
+    "WarmupSettings",
+    "DemoSettings",
+    "DEFAULT_SCRAPL_CONFIG",
+    "default_scrapl_config",
+    "read_config_file",
+    "split_demo_config",
+]
+
+
+class SynthSettings(StrictModel):
+    """Chirplet synthesizer settings (see :class:`scrapl.demo.synth.ChirpletSynth`).
+
+    Attributes:
+        sr: sample rate in Hz.
+        f0_hz: carrier frequency at the signal centre (Hz).
+        bw_oct: bandwidth parameter in octaves.
+        sigma0: relative window width.
+        am_hz_range: AM rate range (Hz), mapped log-uniformly from ``theta_am``.
+        fm_oct_range: FM rate range (octaves/s), mapped log-uniformly from ``theta_fm``.
+        max_shift: random delays are uniform in ``[-max_shift, max_shift]`` samples.
+        independent_shift: render the reconstruction with its own random delay (the
+            paper's setting that defeats spectral losses); ``False`` reuses the
+            target's delay.
+    """
+
+    sr: float = Field(default=8192.0, gt=0)
+    f0_hz: float = Field(default=512.0, gt=0)
+    bw_oct: float = Field(default=2.0, gt=0)
+    sigma0: float = Field(default=0.1, gt=0)
+    am_hz_range: tuple[float, float] = (4.0, 16.0)
+    fm_oct_range: tuple[float, float] = (0.5, 4.0)
+    max_shift: int = Field(default=1024, ge=0)
+    independent_shift: bool = True
+
+
+class EncoderSettings(StrictModel):
+    """Encoder settings (see :class:`scrapl.demo.model.ChirpletEncoder`)."""
+
+    channels: int = Field(default=16, ge=1)
+    hidden: int = Field(default=64, ge=1)
+    n_octaves: int = Field(default=6, ge=1)
+    Q: int = Field(default=8, ge=1)
+    hop: int = Field(default=128, ge=1)
+
+
+class WarmupSettings(StrictModel):
+    """theta-IS warmup settings.
+
+    Attributes:
+        n_batches: number of batches of unlabeled training signals.
+        batch_size: signals per batch.
+        n_iter: power-iteration steps per (path, parameter).
+        seed: seed of the warmup data generator.
+    """
+
+    n_batches: int = Field(default=1, ge=1)
+    batch_size: int = Field(default=8, ge=1)
+    n_iter: int = Field(default=20, ge=1)
+    seed: int = 1234
+
+
+class DemoSettings(StrictModel):
+    """Everything about the demo that is not the scrapl config itself.
+
+    Attributes:
+        task: the built-in task (only ``"chirplet"``).
+        seed: seed of weight initialisation and of the training data stream.
+        steps: optimizer steps per method (the same budget for every method).
+        batch_size: training batch size.
+        scrapl_lr: learning rate of the SCRAPL run (outer step of the path-aware
+            optimizer); ``None`` keeps the config's ``optimizer.lr``.
+        mss_lr: Adam learning rate of the MSS baseline.
+        n_val: held-out examples for the parameter error.
+        val_every: evaluate every this many steps (and at the end).
+        val_seed: seed of the held-out set (different from the training stream).
+        methods: which runs to make, among ``"scrapl"`` (config's sampler, theta-IS
+            warmup when it is ``theta_is``), ``"scrapl_uniform"`` (uniform paths,
+            no warmup), ``"mss"`` (multi-resolution STFT loss with Adam).
+        synth: :class:`SynthSettings`.
+        encoder: :class:`EncoderSettings`.
+        warmup: :class:`WarmupSettings`.
+        probs_path: a ``.pt`` file or warmup directory with precomputed theta-IS
+            probabilities (skips the warmup).
+    """
+
+    task: Literal["chirplet"] = "chirplet"
+    seed: int = 0
+    steps: int = Field(default=300, ge=1)
+    batch_size: int = Field(default=8, ge=1)
+    scrapl_lr: float | None = Field(default=None, gt=0)
+    mss_lr: float = Field(default=1e-3, gt=0)
+    n_val: int = Field(default=64, ge=1)
+    val_every: int = Field(default=25, ge=1)
+    val_seed: int = 987654
+    methods: tuple[Literal["scrapl", "scrapl_uniform", "mss"], ...] = ("scrapl", "mss")
+    synth: SynthSettings = SynthSettings()
+    encoder: EncoderSettings = EncoderSettings()
+    warmup: WarmupSettings = WarmupSettings()
+    probs_path: str | None = None
+
+    @field_validator("methods")
+    @classmethod
+    def _check_methods(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("methods must name at least one of 'scrapl', 'scrapl_uniform', 'mss'")
+        if len(set(value)) != len(value):
+            raise ValueError(f"methods must not repeat a name, got {list(value)}")
+        return value
+
+
+#: The scrapl config of the demo (identical to ``configs/demo.yaml``).
+DEFAULT_SCRAPL_CONFIG: dict[str, Any] = {
+    "transform": {"name": "jtfs", "shape": 8192, "J": 10, "Q1": 8, "Q2": 1, "J_fr": 3, "Q_fr": 1, "T": 4096, "F": 8},
+    "sampler": {"name": "theta_is", "n_theta": 2},
+    "optimizer": {"name": "p_adam_saga", "lr": 0.003},
+    "seed": 0,
+}
+
+
+def default_scrapl_config() -> dict[str, Any]:
+    """A fresh copy of :data:`DEFAULT_SCRAPL_CONFIG`."""
+    return copy.deepcopy(DEFAULT_SCRAPL_CONFIG)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML (or JSON) mapping from ``path``.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: it cannot be parsed or is not a mapping.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"config file not found: {str(path)!r}")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read config file {str(path)!r}: {exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        first = str(exc).strip().splitlines()
+        raise ValueError(f"config file {str(path)!r} is not valid YAML: {' '.join(s.strip() for s in first)}") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {str(path)!r} must hold a mapping, got {type(data).__name__}")
+    return data
+
+
+def split_demo_config(data: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split a demo config mapping into ``(scrapl_config, demo_settings)``.
+
+    The ``demo`` key (if any) is removed and returned as the second item (a dict to
+    validate with :class:`DemoSettings`); the rest is the scrapl config.
+    """
+    if not isinstance(data, Mapping):
+        raise TypeError(f"config must be a mapping, got {type(data).__name__}")
+    scrapl_cfg = {k: copy.deepcopy(v) for k, v in data.items() if k != "demo"}
+    demo = data.get("demo") or {}
+    if not isinstance(demo, Mapping):
+        raise ValueError(f"the 'demo' section must be a mapping, got {type(demo).__name__}")
+    return scrapl_cfg, dict(demo)
