@@ -202,9 +202,12 @@ def test_fused_frequency_scattering_matches_unfused_and_gradchecks() -> None:
     A = torch.randn(T2, Tc, dtype=torch.float64, generator=g)
     y2c = torch.complex(y2[:, 0::2], y2[:, 1::2])
     expected = (torch.matmul(Mc, y2c).abs() + 1e-12) @ A
-    torch.testing.assert_close(core.freq_scatter_modulus_average(y2, M, A), expected)
-    y2s = y2[:, :, :150].clone().requires_grad_(True)
+    torch.testing.assert_close(core.freq_scatter_modulus_average(y2c, M, A), expected)
+    y2s = y2c[:, :, :150].clone().requires_grad_(True)
     assert torch.autograd.gradcheck(lambda v: core.freq_scatter_modulus_average(v, M, A[:150]), (y2s,))
+    # twice differentiable (the theta-IS warmup takes Hessian-vector products)
+    y2t = y2c[:1, :, :24].clone().requires_grad_(True)
+    assert torch.autograd.gradgradcheck(lambda v: core.freq_scatter_modulus_average(v, M, A[:24]), (y2t,))
 
 
 def test_second_order_rows_folding_matches_explicit_fold() -> None:
@@ -220,14 +223,18 @@ def test_second_order_rows_folding_matches_explicit_fold() -> None:
     hidx = torch.where(neg, L - bins, bins)
     h = torch.rand(W, dtype=torch.float64, generator=g)
     coef = torch.stack((h, torch.where(neg, -h, h)), -1) / (L // T2)
-    rows = core.second_order_rows([torch.view_as_real(uh)], [hidx], [coef], T2, torch.arange(W) % T2)
+    # gather runs (src, dst, n, descending): window bins 50..63 are the conjugates of
+    # one-sided bins 14..1 (read in reverse), bins 0..9 are read as they are
+    assert hidx[:14].tolist() == list(range(14, 0, -1)) and hidx[14:].tolist() == list(range(10))
+    segments = [((1, 0, 14, True), (0, 14, 10, False))]
+    rows = core.second_order_rows([uh], [coef], segments, T2, torch.arange(W) % T2)
     # explicit: multiply the full spectrum by the windowed filter, sub() by L / T2, ifft
     hf = torch.zeros(L, dtype=torch.float64)
     hf[bins] = h
     spec = (torch.fft.fft(u) * hf).reshape(2, 3, L // T2, T2).mean(-2)
     y = torch.fft.ifft(spec)
     ramp = torch.exp(2j * math.pi * start * torch.arange(T2, dtype=torch.float64) / T2)
-    got = torch.complex(rows[:, 0::2], rows[:, 1::2]) * ramp
+    got = rows * ramp
     torch.testing.assert_close(got, y)
 
 
