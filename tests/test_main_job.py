@@ -62,3 +62,23 @@ def test_bad_arguments_exit_2_with_one_line(argv: list[str], needle: str, capsys
     assert code == 2
     assert needle in err
     assert "Traceback" not in err
+
+
+def test_paths_lists_labels_and_probabilities(capsys: pytest.CaptureFixture[str]) -> None:
+    config = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+    assert main(["paths", str(config), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    rows = rows["paths"] if isinstance(rows, dict) else rows
+    assert len(rows) == 72
+    probs = [row["prob"] for row in rows]
+    assert abs(sum(probs) - 1.0) < 1e-9
+
+
+def test_plugins_and_schema_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plugins"]) == 0
+    listing = capsys.readouterr().out
+    for name in ("jtfs", "scattering1d", "uniform", "theta_is", "p_adam_saga", "sgd"):
+        assert name in listing
+    assert main(["schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert "jtfs" in json.dumps(schema)
