@@ -82,3 +82,29 @@ def test_plugins_and_schema_commands(capsys: pytest.CaptureFixture[str]) -> None
     assert main(["schema"]) == 0
     schema = json.loads(capsys.readouterr().out)
     assert "jtfs" in json.dumps(schema)
+
+
+def test_warmup_command_shards_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+    out = tmp_path / "warmup"
+    common = ["--out", str(out), "--n-iter", "2", "--batch-size", "2", "--no-progress", "--quiet"]
+    assert main(["warmup", str(config), "--paths", "0:1", *common]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["paths_done_in_dir"] == 1 and first["complete"] is False
+    stamp = (out / "vals_0.pt").stat().st_mtime_ns
+    assert main(["warmup", str(config), "--paths", "0:2", *common]) == 0  # resumes: path 0 kept
+    second = json.loads(capsys.readouterr().out)
+    assert second["paths_done_in_dir"] == 2
+    assert (out / "vals_0.pt").stat().st_mtime_ns == stamp
+
+
+def test_bench_command_writes_json(tmp_path: Path) -> None:
+    target = tmp_path / "bench.json"
+    argv = ["bench", "--shape", "4096", "--J", "6", "--Q1", "8", "--Q2", "1", "--J-fr", "2", "--Q-fr", "1",
+            "--T", "64", "--F", "4", "--batch-size", "1", "--repeats", "2", "--full-repeats", "1",
+            "--json", str(target), "--no-progress"]
+    assert main(argv) == 0
+    report = json.loads(target.read_text())
+    assert set(report["results"]) == {"scrapl", "jtfs", "mss"}
+    assert report["n_paths"] == 28 and report["batch_size"] == 1
+    assert report["ratios"]["jtfs_time_over_scrapl"] > 0
