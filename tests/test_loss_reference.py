@@ -38,6 +38,10 @@ def drop_in() -> dict[str, SCRAPLLoss]:
     return {name: SCRAPLLoss(**GOLDEN[name]["kwargs"], seed=0) for name in CONFIG_NAMES}
 
 
+def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).norm() / b.double().norm())
+
+
 def variant(base: SCRAPLLoss, **overrides: Any) -> SCRAPLLoss:
     """A loss sharing ``base``'s transform with other loss settings."""
     sampler = ThetaISSampler(base.n_paths, generator=torch.Generator().manual_seed(0))
@@ -82,14 +86,24 @@ def test_per_example_values_match_reference(name: str, drop_in: dict[str, SCRAPL
 
 @pytest.mark.parametrize("name", CONFIG_NAMES)
 def test_input_gradients_match_reference(name: str, drop_in: dict[str, SCRAPLLoss]) -> None:
+    """Both gradients are float32 computations of the same quantity: each carries
+    rounding noise of up to about 1e-5 (relative L2) and 3e-5 of the largest entry
+    against the float64 gradient (the reference's is not the more accurate one), so the
+    comparison allows for the noise of two float32 results; our float64 gradient must
+    match the reference's within the reference's own noise."""
     gold = GOLDEN[name]
     for (p, log1p, i), expected in gold["grads"].items():
         loss = drop_in[name] if (p, log1p) == (2, False) else variant(drop_in[name], p=p, use_rho_log1p=log1p)
         x = gold["x"].clone().requires_grad_(True)
         loss(x, gold["x_target"], path_idx=i).backward()
         scale = float(expected.abs().max())
-        torch.testing.assert_close(x.grad, expected, rtol=1e-4, atol=1e-5 * scale,
-                                   msg=lambda m: f"p={p}, log1p={log1p}, path {i}: {m}")
+        msg = f"p={p}, log1p={log1p}, path {i}"
+        torch.testing.assert_close(x.grad, expected, rtol=1e-3, atol=1e-4 * scale, msg=lambda m: f"{msg}: {m}")
+        assert rel_l2(x.grad, expected) <= 3e-5, msg
+        loss64 = SCRAPLLoss(**gold["kwargs"], seed=0, p=p, use_rho_log1p=log1p).double()
+        x64 = gold["x"].double().requires_grad_(True)
+        loss64(x64, gold["x_target"].double(), path_idx=i).backward()
+        assert rel_l2(x64.grad, expected) <= 2e-5, msg
 
 
 @pytest.mark.parametrize("n_paths", [7, 135, 315])

@@ -193,7 +193,9 @@ def test_probs_math_equals_reference(golden):
         vals[case["paths"]] = case["vals"][case["paths"]]
         probs = probs_from_curvatures(vals, case["min_prob_frac"])
         if case["paths"].numel() == vals.size(0):
-            assert torch.equal(probs, case["probs"])  # bit for bit when every path is known
+            # to the last ulp or two: torch's vectorised exp/log round differently on
+            # different CPUs (AVX2 vs AVX-512), so bit equality is machine-dependent
+            assert torch.allclose(probs, case["probs"], rtol=0, atol=1e-16)
         else:  # partial warmup: the reference's sequential mixing, in closed form
             assert torch.allclose(probs, case["probs"], rtol=0, atol=1e-10)
         assert not torch.allclose(probs, torch.full_like(probs, 1 / probs.numel()), atol=1e-3)

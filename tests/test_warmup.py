@@ -118,7 +118,10 @@ def test_shards_then_merge_equal_full_run(problem, full, tmp_path):
 
 def test_explicit_paths_and_partial_merge(problem, full, tmp_path):
     out = _run(problem, save_dir=tmp_path, paths=[4, 1])
-    assert torch.equal(out[[1, 4]], full[[1, 4]]) and torch.isnan(out[[0, 2, 3]]).all()
+    # same per-path seeds, but not always the same bits: MKL's float32 products may
+    # round differently with the memory alignment left by the earlier paths
+    torch.testing.assert_close(out[[1, 4]], full[[1, 4]], rtol=1e-5, atol=0)
+    assert torch.isnan(out[[0, 2, 3]]).all()
     with pytest.warns(RuntimeWarning, match="no curvature file"):
         probs = merge_warmup_dir(tmp_path, P, U, require_complete=False)
     assert not os.path.exists(tmp_path / "probs.pt")  # partial results never become probs.pt

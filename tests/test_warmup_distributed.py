@@ -61,7 +61,10 @@ def test_distributed_warmup_two_ranks(tmp_path):
     theta_fn, synth_fn, kws, params = _problem()
     single = run_warmup(_dist, P, U, theta_fn, synth_fn, kws, params, progress=False, generator=torch.Generator().manual_seed(10))
     assert torch.isfinite(single).all()
-    assert torch.equal(r0["vals"], single) and torch.equal(r1["vals"], single)
+    # same seeds; MKL's float32 products may round differently with memory alignment
+    torch.testing.assert_close(r0["vals"], single, rtol=1e-5, atol=0)
+    torch.testing.assert_close(r1["vals"], single, rtol=1e-5, atol=0)
     files = sorted(os.listdir(tmp_path / "warmup"))
     assert files == ["probs.pt"] + [f"vals_{p}.pt" for p in range(P)]
-    assert torch.equal(torch.load(tmp_path / "warmup" / "probs.pt", weights_only=True), probs_from_curvatures(single))
+    torch.testing.assert_close(torch.load(tmp_path / "warmup" / "probs.pt", weights_only=True),
+                               probs_from_curvatures(single), rtol=1e-5, atol=0)
