@@ -23,6 +23,7 @@ __all__ = [
     "FreqScatterModulusAverage",
     "PlanarModulus",
     "complex_modulus",
+    "extended_spectrum",
     "first_order_time_average",
     "freq_scatter_modulus_average",
     "planar_modulus",
@@ -31,6 +32,7 @@ __all__ = [
     "scalogram_spectrum",
     "SecondOrderSpectrum",
     "second_order_rows",
+    "time_average",
     "wavelet_modulus",
 ]
 
@@ -118,7 +120,9 @@ def wavelet_modulus(x_hat: Tensor, idx: Tensor, coef: Tensor, L: int, one_sided:
     (plain autograd version; :class:`ScalogramGroup` is the fused fast path).
 
     Args:
-        x_hat: one-sided spectrum of the padded input, complex ``(B, N_pad // 2 + 1)``.
+        x_hat: spectrum of the padded input, complex ``(B, H)``: the one-sided
+            ``rfft`` (then ``coef`` carries the conjugation signs) or the extended
+            two-sided spectrum of :func:`extended_spectrum` (signs all ``+1``).
         idx: ``(nf, W)`` gather indices (window of each wavelet).
         coef: ``(nf, W, 2)``: ``(h, sign * h) / 2**k`` applied to the real view
             (``sign = -1`` conjugates a negative-frequency bin).
@@ -157,94 +161,163 @@ def _recompute_grad(fn, inp: Tensor, grad_out: Tensor) -> Tensor:
     return grad
 
 
+#: Floats per chunk of the fused first-order kernel's ``(2, B, fc, L)`` planes: the
+#: filters of a group are processed ``fc`` at a time so that the temporaries stay in
+#: cache and are recycled by the allocator instead of being mapped afresh each call.
+SCALOGRAM_CHUNK_FLOATS: int = 1 << 20
+
+#: Windows at least this wide are gathered with one slice per filter (a strided
+#: multiply straight into the inverse-FFT input); narrower ones with one index gather.
+SLICE_GATHER_MIN_WIDTH: int = 1024
+
+
+def extended_spectrum(x_hat: Tensor, n_pad: int, extra: int) -> Tensor:
+    """Two-sided spectrum of a real signal from its one-sided one, extended
+    circularly: complex ``(B, n_pad + extra)`` with ``out[:, b] = X[b % n_pad]``,
+    ``X[b] = x_hat[b]`` for ``b <= n_pad / 2`` else ``conj(x_hat[n_pad - b])``.
+
+    Every first-order window is then a contiguous run of bins (no conjugation, no
+    wrap-around), which :class:`ScalogramGroup` reads with plain slices.
+    """
+    full = torch.cat((x_hat, x_hat[:, 1: n_pad // 2].flip(-1).conj()), dim=-1)
+    return torch.cat((full, full[:, :extra]), dim=-1)
+
+
+def _filter_chunks(B: int, nf: int, L: int) -> list[tuple[int, int]]:
+    """Ranges ``(f0, f1)`` of filters whose ``(2, B, f1 - f0, L)`` planes fit
+    :data:`SCALOGRAM_CHUNK_FLOATS` floats (at least one filter per chunk)."""
+    fc = max(1, SCALOGRAM_CHUNK_FLOATS // max(1, 2 * B * L))
+    return [(f0, min(nf, f0 + fc)) for f0 in range(0, nf, fc)]
+
+
+def _window_planes(ext: Tensor, starts: tuple[int, ...], idx: Tensor, h2: Tensor, Lh: int) -> Tensor:
+    """One-sided inverse-FFT inputs ``Z = (c / 2, -i c / 2)`` at bins ``1..W`` of the
+    windows ``c = ext[:, start_f : start_f + W] * h_f`` (``h2 = h / 2``, ``(nf, W, 1)``;
+    ``idx[f] = start_f + arange(W)``): complex ``(2, B, nf, Lh)``."""
+    B = ext.shape[0]
+    nf, W = idx.shape
+    Z = ext.real.new_empty(2, B, nf, Lh, 2)
+    Z[:, :, :, 0].zero_()
+    Z[:, :, :, W + 1:].zero_()
+    z0 = Z[0, :, :, 1: W + 1]
+    if W >= SLICE_GATHER_MIN_WIDTH:
+        e_r = torch.view_as_real(ext)
+        for f, st in enumerate(starts):
+            torch.mul(e_r[:, st: st + W], h2[f], out=z0[:, f])
+    else:
+        torch.mul(_gather(ext, idx), h2, out=z0)
+    Zc = torch.view_as_complex(Z)
+    torch.mul(Zc[0, :, :, 1: W + 1], -1j, out=Zc[1, :, :, 1: W + 1])
+    return Zc
+
+
 class ScalogramGroup(torch.autograd.Function):
-    """Fused first-order group: input spectrum -> ``rfft(|IFFT_L(window)|)``.
+    """Fused first-order group: extended input spectrum -> ``rfft(|IFFT_L(window)|)``.
 
-    Forward (``coef`` as in :func:`wavelet_modulus`)::
+    Forward (``ext`` from :func:`extended_spectrum`; ``h2 = h / 2`` the filters'
+    window values over ``2**k``, shape ``(nf, W, 1)``)::
 
-        c    = x_hat[:, idx] * coef / 2                 # (B, nf, W) window, real view
-        Z[0] = c,  Z[1] = -i c                          # one-sided irfft inputs at
-        p    = irfft(Z, n=L)                            # bins 1..W: p = (Re y, Im y)
+        Z[0] = ext[:, start_f : start_f + W] * h2_f     # window moved to bins 1..W
+        Z[1] = -i Z[0]                                  # one-sided irfft inputs:
+        p    = irfft(Z, n=L)                            # p = (Re y, Im y)
         u    = sqrt(p0^2 + p1^2) + 1e-12                # (B, nf, L)
         out  = rfft(u)                                  # complex (B, nf, L//2+1)
 
-    The backward applies the adjoints of these maps directly (no padded or stacked
-    intermediates).  The modulus gradient is ``g * p / u``; ``u >= 1e-12 > 0`` so no
-    zero guard is needed.
+    Moving each window to bins ``1..W`` multiplies ``y`` by a phase ramp, which the
+    modulus removes.  The filters are processed in chunks (:func:`_filter_chunks`), so
+    the large temporaries have a bounded size.  The backward applies the adjoints of
+    these maps directly.  The modulus gradient is ``g * p / u``; ``u >= 1e-12 > 0`` so
+    no zero guard is needed.
+
+    Args (of ``apply``): ``ext`` complex ``(B, E)``; ``starts`` tuple of the ``nf``
+    window starts in ``ext``; ``idx`` ``(nf, W)`` = ``start_f + arange(W)``; ``h2``
+    real ``(nf, W, 1)``; ``L`` the inverse-FFT length (``W + 1 <= L / 2 - 1``).
     """
 
     @staticmethod
-    def forward(ctx, x_hat: Tensor, idx: Tensor, coef: Tensor, L: int) -> Tensor:  # noqa: D102
-        B, H = x_hat.shape
+    def forward(ctx, ext: Tensor, starts: tuple, idx: Tensor, h2: Tensor, L: int) -> Tensor:  # noqa: D102
+        B, E = ext.shape
         nf, W = idx.shape
         Lh = L // 2 + 1
-        g = _gather(x_hat, idx)  # (B, nf, W, 2)
-        Z = x_hat.real.new_empty(2, B, nf, Lh, 2)
-        Z[:, :, :, 0].zero_()
-        Z[:, :, :, W + 1:].zero_()
-        z0 = Z[0, :, :, 1: W + 1]
-        torch.mul(g, coef, out=z0)
-        z0.mul_(0.5)
-        Z[1, :, :, 1: W + 1, 0] = z0[..., 1]
-        torch.neg(z0[..., 0], out=Z[1, :, :, 1: W + 1, 1])
-        del g, z0
-        p = torch.fft.irfft(torch.view_as_complex(Z), n=L)  # (2, B, nf, L)
-        del Z
-        u = torch.mul(p[0], p[0])
-        u.addcmul_(p[1], p[1]).sqrt_().add_(MODULUS_FLOOR)
-        out = torch.fft.rfft(u)
-        if ctx.needs_input_grad[0]:
-            scale = torch.full((Lh, 2), 0.5 * L, dtype=u.dtype, device=u.device)
+        chunks = _filter_chunks(B, nf, L)
+        save = ctx.needs_input_grad[0]
+        out = None
+        saved: list[Tensor] = []
+        for f0, f1 in chunks:
+            Z = _window_planes(ext, starts[f0:f1], idx[f0:f1], h2[f0:f1], Lh)
+            p = torch.fft.irfft(Z, n=L)  # (2, B, fc, L)
+            del Z
+            u = torch.mul(p[0], p[0])
+            u.addcmul_(p[1], p[1]).sqrt_().add_(MODULUS_FLOOR)
+            spec = torch.fft.rfft(u)
+            if len(chunks) == 1:
+                out = spec
+            else:
+                if out is None:
+                    out = spec.new_empty(B, nf, Lh)
+                out[:, f0:f1] = spec
+            if save:
+                saved += [p, u]
+        if save:
+            scale = torch.full((Lh, 2), 0.5 * L, dtype=ext.real.dtype, device=ext.device)
             scale[0] = L
             scale[-1] = L if L % 2 == 0 else 0.5 * L
-            ctx.save_for_backward(idx, coef, p, u, scale, x_hat)
-            ctx.shape = (B, H, L)
+            ctx.save_for_backward(ext, idx, h2, scale, *saved)
+            ctx.starts, ctx.L, ctx.chunks = starts, L, chunks
         return out
 
     @staticmethod
     def backward(ctx, g_out: Tensor):  # noqa: D102
-        idx, coef, p, u, scale, x_hat = ctx.saved_tensors
-        B, H, L = ctx.shape
+        ext, idx, h2, scale, *saved = ctx.saved_tensors
+        L = ctx.L
+        nf, W = idx.shape
         if torch.is_grad_enabled():
             # create_graph=True (e.g. Hessian-vector products of the theta-IS warmup):
             # differentiate the plain autograd composition so that the gradient is
             # itself differentiable.
+            coef = (2 * h2).expand(nf, W, 2)
             return _recompute_grad(
-                lambda xh: torch.fft.rfft(wavelet_modulus(xh, idx, coef, L, True)), x_hat, g_out
-            ), None, None, None
-        nf, W = idx.shape
-        # adjoint of rfft (real input): L * irfft(G with bins 1..L/2-1 halved)
-        gu = torch.fft.irfft(torch.view_as_complex(torch.view_as_real(g_out) * scale), n=L)
-        gu.div_(u)  # modulus backward weight g / u  (u >= 1e-12)
-        gp = p * gu  # (2, B, nf, L)
-        del gu
-        # adjoint of irfft at bins 1..W (strictly inside (0, L/2)): (2 / L) * rfft
-        gZ = torch.view_as_real(torch.fft.rfft(gp)[..., 1: W + 1])  # (2, B, nf, W, 2)
-        del gp
-        # Z0 = c/2 and Z1 = -i c/2  =>  dc = (gZ0 + i gZ1) / 2; with the 2 / L above: / L
-        gc = gZ[0].clone()  # (B, nf, W, 2)
-        gc[..., 0] -= gZ[1, ..., 1]
-        gc[..., 1] += gZ[1, ..., 0]
-        gc.mul_(coef)
-        gx = _complex_zeros(gc, B, H).index_add_(1, idx.reshape(-1), torch.view_as_complex(gc).view(B, nf * W))
-        return gx.mul_(1.0 / L), None, None, None
+                lambda e: torch.fft.rfft(wavelet_modulus(e, idx, coef, L, True)), ext, g_out
+            ), None, None, None, None
+        B = ext.shape[0]
+        gext = torch.zeros_like(ext)
+        g_r = torch.view_as_real(g_out)
+        for ci, (f0, f1) in enumerate(ctx.chunks):
+            p, u = saved[2 * ci], saved[2 * ci + 1]
+            # adjoint of rfft (real input): L * irfft(G with bins 1..L/2-1 halved)
+            gu = torch.fft.irfft(torch.view_as_complex(g_r[:, f0:f1] * scale), n=L)
+            gu.div_(u)  # modulus backward weight g / u  (u >= 1e-12)
+            gp = p * gu  # (2, B, fc, L)
+            del gu
+            # adjoint of irfft at bins 1..W (strictly inside (0, L/2)): (2 / L) * rfft
+            gZ = torch.fft.rfft(gp)[..., 1: W + 1]  # complex (2, B, fc, W)
+            del gp
+            # Z0 = ext * h2 and Z1 = -i Z0  =>  d ext = (dZ0 + i dZ1) * h2
+            gc = torch.add(gZ[0], gZ[1], alpha=1j)  # (B, fc, W)
+            del gZ
+            torch.view_as_real(gc).mul_(h2[f0:f1])
+            if W >= SLICE_GATHER_MIN_WIDTH:
+                for f, st in enumerate(ctx.starts[f0:f1]):
+                    gext[:, st: st + W].add_(gc[:, f])
+            else:
+                gext.index_add_(1, idx[f0:f1].reshape(-1), gc.view(B, -1))
+        return gext.mul_(2.0 / L), None, None, None, None
 
 
-def _complex_zeros(ref: Tensor, *shape: int) -> Tensor:
-    """Complex zeros of ``shape`` matching the real tensor ``ref``'s dtype/device."""
-    dtype = torch.complex128 if ref.dtype == torch.float64 else torch.complex64
-    return torch.zeros(*shape, dtype=dtype, device=ref.device)
-
-
-def scalogram_spectrum(x_hat: Tensor, idx: Tensor, coef: Tensor, L: int, one_sided: bool) -> Tensor:
+def scalogram_spectrum(ext: Tensor, starts: tuple[int, ...], idx: Tensor, h2: Tensor, L: int,
+                       one_sided: bool) -> Tensor:
     """``rfft(U1)``, complex ``(B, nf, L // 2 + 1)``, for one first-order group.
 
-    ``one_sided`` groups use the fused :class:`ScalogramGroup`; the others (window too
-    wide for one half of the spectrum) :func:`wavelet_modulus` and a plain ``rfft``.
+    ``ext`` is the extended two-sided input spectrum (:func:`extended_spectrum`), the
+    windows start at ``starts`` (``idx[f] = starts[f] + arange(W)``) and ``h2 = h / 2``
+    holds the window values, ``(nf, W, 1)``.  ``one_sided`` groups use the fused
+    :class:`ScalogramGroup`; the others (window too wide for one half of the
+    spectrum) :func:`wavelet_modulus` and a plain ``rfft``.
     """
     if one_sided:
-        return ScalogramGroup.apply(x_hat, idx, coef, L)
-    return torch.fft.rfft(wavelet_modulus(x_hat, idx, coef, L, False))
+        return ScalogramGroup.apply(ext, tuple(starts), idx, h2, L)
+    nf, W = idx.shape
+    return torch.fft.rfft(wavelet_modulus(ext, idx, (2 * h2).expand(nf, W, 2), L, False))
 
 
 def first_order_time_average(u1_hat: Tensor, phi_idx: Tensor, phi_coef: Tensor) -> Tensor:
@@ -338,12 +411,34 @@ def second_order_rows(u1_hats: list[Tensor], coef: list[Tensor], segments: list[
     return torch.fft.ifft(spec)  # (B, n1, T2)
 
 
+#: Longest inner dimension of one float matrix product accumulating the time
+#: averages: BLAS sums long inner products of many small positive terms with a
+#: relative error that grows with their length (about 3e-5 in float32 over 32768
+#: terms on an AVX-512 MKL, against 1e-7 for 1024-term blocks summed afterwards).
+ACCUMULATE_BLOCK: int = 1024
+
+
 def _chunk_size(batch: int, rows: int, length: int, budget: int = 1 << 19) -> int:
     """Time columns per chunk so that ``batch * rows * chunk`` stays near ``budget``
-    floats (the chunk's working set then stays in cache)."""
+    floats (the chunk's working set then stays in cache), at most
+    :data:`ACCUMULATE_BLOCK`."""
     ch = max(64, budget // max(1, batch * rows))
     ch = 1 << (ch.bit_length() - 1)  # power of two
-    return min(length, ch)
+    return min(length, ch, ACCUMULATE_BLOCK)
+
+
+def time_average(u: Tensor, A: Tensor) -> Tensor:
+    """``u @ A`` for ``u`` ``(..., T)`` and ``A`` ``(T, Tc)``, summing the length-``T``
+    inner products in blocks of :data:`ACCUMULATE_BLOCK` (accurate in float32; see
+    there).  Differentiable."""
+    T = u.shape[-1]
+    if T <= ACCUMULATE_BLOCK or T % ACCUMULATE_BLOCK:
+        return torch.matmul(u, A)
+    nb = T // ACCUMULATE_BLOCK
+    lead = u.shape[:-1]
+    ub = u.reshape(-1, nb, ACCUMULATE_BLOCK).transpose(0, 1)  # (nb, rows, block)
+    part = torch.bmm(ub, A.reshape(nb, ACCUMULATE_BLOCK, A.shape[-1]))  # (nb, rows, Tc)
+    return part.sum(0).reshape(*lead, A.shape[-1])
 
 
 def _planar_chunk(y2: Tensor, c0: int, c1: int) -> Tensor:
@@ -371,6 +466,7 @@ class FreqScatterModulusAverage(torch.autograd.Function):
         Tc = A.shape[1]
         ch = _chunk_size(B, 2 * R, T2)
         out = A.new_zeros(B * R, Tc)
+        part = A.new_empty(B * R, Tc)
         ybuf = A.new_empty(B, 2 * R, ch)
         ubuf = A.new_empty(B, R, ch)
         for c0 in range(0, T2, ch):
@@ -382,7 +478,9 @@ class FreqScatterModulusAverage(torch.autograd.Function):
             u = ubuf[:, :, :w] if w < ch else ubuf
             torch.mul(yv[:, :, 0], yv[:, :, 0], out=u)
             u.addcmul_(yv[:, :, 1], yv[:, :, 1]).sqrt_().add_(MODULUS_FLOOR)
-            out.addmm_(u.reshape(B * R, w), A[c0:c1])
+            # mm + add, not addmm_: the latter accumulates as inaccurately as one long
+            # product (see ACCUMULATE_BLOCK)
+            out.add_(torch.mm(u.reshape(B * R, w), A[c0:c1], out=part))
         ctx.save_for_backward(y2, M, A)
         ctx.ch = ch
         return out.view(B, R, Tc)
@@ -426,7 +524,7 @@ def _freq_scatter_plain(y2: Tensor, M: Tensor, A: Tensor) -> Tensor:
     B, n, T2 = y2.shape
     R = M.shape[0] // 2
     y = torch.matmul(M, _planar_chunk(y2, 0, T2)).view(B, R, 2, T2)
-    return torch.matmul(planar_modulus(y, 2), A)
+    return time_average(planar_modulus(y, 2), A)
 
 
 def freq_scatter_modulus_average(y2: Tensor, M: Tensor, A: Tensor) -> Tensor:

@@ -258,6 +258,9 @@ class FirstOrderGroup:
     window fits in bins ``1 .. L/2 - 1`` (then real and imaginary parts come from
     two inverse real FFTs).  ``phi_idx``/``phi_coef_*`` give the first-order time
     averaging ``S1 = Re(sum_i U1hat[b_i] C[i, t])`` onto ``T_s`` frames.
+    ``win_start[f]`` is the first bin (in ``[0, N_pad)``) of filter ``f``'s window in
+    the full two-sided spectrum: the window is bins ``win_start[f] + i``, ``i < W``,
+    taken modulo ``N_pad``.
     """
 
     k: int
@@ -269,6 +272,7 @@ class FirstOrderGroup:
     one_sided: bool
     phi_idx: np.ndarray  # (Wp,) int64 into rfft of U1 (length L//2+1)
     phi_coef: np.ndarray  # (Wp, 2, T_s): real/imag parts of C with conj sign folded
+    win_start: np.ndarray  # (nf,) int64
 
 
 @dataclass
@@ -408,7 +412,8 @@ def build_plan(bank: JTFSBank, time_rel_tol: float = TIME_REL_TOL,
         # S1 = Re(sum_i g_i C_i) with g_i = (gr, sign*gi) from the rfft: Re(g C) = gr Cr - sign gi Ci
         pc = np.stack([ph.real, -psign[:, None] * ph.imag], axis=1)  # (Wp, 2, T_s)
         groups.append(FirstOrderGroup(k=k, start=start, stop=stop, L=L, idx=idx, coef=coef,
-                                      one_sided=one_sided, phi_idx=pidx, phi_coef=pc))
+                                      one_sided=one_sided, phi_idx=pidx, phi_coef=pc,
+                                      win_start=np.array([st for st, _ in wins], dtype=np.int64)))
 
     # ---- frequential impulse responses ----------------------------------------------
     n_fr_tot = b.n_fr

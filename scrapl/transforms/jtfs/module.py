@@ -26,6 +26,7 @@ class _Group:
     stop: int
     L: int
     one_sided: bool
+    win_start: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -125,13 +126,18 @@ class JTFS(ScatteringTransform):
         self.n_first = b.K + 1
 
         # first-order groups
+        # first-order groups: windows read from the extended two-sided input spectrum
+        # (bins start + i, i < W, of core.extended_spectrum), values h / 2**k / 2
         self._groups: list[_Group] = []
+        self._ext_extra = max(g.idx.shape[1] for g in plan.groups)
         for g in plan.groups:
-            self._buf(f"_g{g.k}_idx", g.idx, torch.long)
-            self._buf(f"_g{g.k}_coef", g.coef)
+            W = g.idx.shape[1]
+            self._buf(f"_g{g.k}_idx", g.win_start[:, None] + np.arange(W)[None, :], torch.long)
+            self._buf(f"_g{g.k}_h2", 0.5 * g.coef[:, :, :1])
             self._buf(f"_g{g.k}_phi_idx", g.phi_idx, torch.long)
             self._buf(f"_g{g.k}_phi_coef", g.phi_coef)
-            self._groups.append(_Group(g.k, g.start, g.stop, g.L, g.one_sided))
+            self._groups.append(_Group(g.k, g.start, g.stop, g.L, g.one_sided,
+                                       tuple(int(v) for v in g.win_start)))
         # time averaging matrices per j2
         for j2, A in plan.A.items():
             self._buf(f"_A{j2}", A)
@@ -265,13 +271,15 @@ class JTFS(ScatteringTransform):
 
     # ------------------------------------------------------------------ computation
     def _input_spectrum(self, xb: Tensor) -> Tensor:
-        """One-sided spectrum (rfft) of the padded input, complex ``(B, N_pad // 2 + 1)``."""
-        return torch.fft.rfft(core.reflect_pad(xb, self.pad_left, self.pad_right))
+        """Extended two-sided spectrum of the padded input (see
+        :func:`core.extended_spectrum`), complex ``(B, N_pad + max W)``."""
+        x_hat = torch.fft.rfft(core.reflect_pad(xb, self.pad_left, self.pad_right))
+        return core.extended_spectrum(x_hat, self.N_pad, self._ext_extra)
 
-    def _u1_hat(self, x_hat: Tensor, g: _Group) -> Tensor:
+    def _u1_hat(self, ext: Tensor, g: _Group) -> Tensor:
         """``rfft(U1)`` for group ``g``, complex ``(B, nf, L // 2 + 1)``."""
-        return core.scalogram_spectrum(x_hat, getattr(self, f"_g{g.k}_idx"), getattr(self, f"_g{g.k}_coef"), g.L,
-                                       g.one_sided)
+        return core.scalogram_spectrum(ext, g.win_start, getattr(self, f"_g{g.k}_idx"),
+                                       getattr(self, f"_g{g.k}_h2"), g.L, g.one_sided)
 
     def _second_rows(self, u1_hats: list[Tensor], sp: _Second) -> Tensor:
         n2 = sp.n2
