@@ -146,3 +146,22 @@ def test_scrapl_distance_and_gradient_match(name: str) -> None:
         dist.backward()
         assert abs(float(dist.detach()) - loss) <= RTOL_L2 * loss
         assert rel_l2(x.grad, grad) <= RTOL_L2, i
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", ["small", "paper"])
+def test_golden_and_gradients_on_cuda(name: str) -> None:
+    """Same golden tolerances on a GPU: the filters are buffers that move with .cuda()."""
+    data, m_cpu = golden(name)
+    m = JTFS(**data["params"]).cuda()
+    x = data["x"].cuda()
+    for i, col in _some_paths(data, m):
+        assert rel_l2(m.forward_path(x, i).cpu(), data["full"][:, col]) <= RTOL_L2, i
+    for i, ref in zip(data["single_paths"], data["single"]):
+        assert rel_l2(m.forward_path(x, i, crop_time=False).cpu(), ref) <= RTOL_L2, i
+    for i, grad in zip(data["grad_paths"], data["grad_scrapl"]):
+        xg = x.clone().requires_grad_(True)
+        with torch.no_grad():
+            s_target = m.forward_path(data["x_target"].cuda(), i, crop_time=False)
+        torch.linalg.vector_norm(s_target - m.forward_path(xg, i, crop_time=False), dim=(-2, -1)).mean().backward()
+        assert rel_l2(xg.grad.cpu(), grad) <= RTOL_L2, i

@@ -235,13 +235,13 @@ class ScalogramGroup(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, ext: Tensor, starts: tuple, idx: Tensor, h2: Tensor, L: int) -> Tensor:  # noqa: D102
+    def forward(ctx, ext: Tensor, starts: tuple, idx: Tensor, h2: Tensor, L: int) -> tuple[Tensor, ...]:  # noqa: D102
         B, E = ext.shape
         nf, W = idx.shape
         Lh = L // 2 + 1
         chunks = _filter_chunks(B, nf, L)
         save = ctx.needs_input_grad[0]
-        out = None
+        outs: list[Tensor] = []
         saved: list[Tensor] = []
         for f0, f1 in chunks:
             Z = _window_planes(ext, starts[f0:f1], idx[f0:f1], h2[f0:f1], Lh)
@@ -249,13 +249,7 @@ class ScalogramGroup(torch.autograd.Function):
             del Z
             u = torch.mul(p[0], p[0])
             u.addcmul_(p[1], p[1]).sqrt_().add_(MODULUS_FLOOR)
-            spec = torch.fft.rfft(u)
-            if len(chunks) == 1:
-                out = spec
-            else:
-                if out is None:
-                    out = spec.new_empty(B, nf, Lh)
-                out[:, f0:f1] = spec
+            outs.append(torch.fft.rfft(u))
             if save:
                 saved += [p, u]
         if save:
@@ -264,10 +258,10 @@ class ScalogramGroup(torch.autograd.Function):
             scale[-1] = L if L % 2 == 0 else 0.5 * L
             ctx.save_for_backward(ext, idx, h2, scale, *saved)
             ctx.starts, ctx.L, ctx.chunks = starts, L, chunks
-        return out
+        return tuple(outs)
 
     @staticmethod
-    def backward(ctx, g_out: Tensor):  # noqa: D102
+    def backward(ctx, *g_outs: Tensor):  # noqa: D102
         ext, idx, h2, scale, *saved = ctx.saved_tensors
         L = ctx.L
         nf, W = idx.shape
@@ -277,15 +271,14 @@ class ScalogramGroup(torch.autograd.Function):
             # itself differentiable.
             coef = (2 * h2).expand(nf, W, 2)
             return _recompute_grad(
-                lambda e: torch.fft.rfft(wavelet_modulus(e, idx, coef, L, True)), ext, g_out
+                lambda e: torch.fft.rfft(wavelet_modulus(e, idx, coef, L, True)), ext, torch.cat(g_outs, dim=1)
             ), None, None, None, None
         B = ext.shape[0]
         gext = torch.zeros_like(ext)
-        g_r = torch.view_as_real(g_out)
         for ci, (f0, f1) in enumerate(ctx.chunks):
             p, u = saved[2 * ci], saved[2 * ci + 1]
             # adjoint of rfft (real input): L * irfft(G with bins 1..L/2-1 halved)
-            gu = torch.fft.irfft(torch.view_as_complex(g_r[:, f0:f1] * scale), n=L)
+            gu = torch.fft.irfft(torch.view_as_complex(torch.view_as_real(g_outs[ci]) * scale), n=L)
             gu.div_(u)  # modulus backward weight g / u  (u >= 1e-12)
             gp = p * gu  # (2, B, fc, L)
             del gu
@@ -305,8 +298,10 @@ class ScalogramGroup(torch.autograd.Function):
 
 
 def scalogram_spectrum(ext: Tensor, starts: tuple[int, ...], idx: Tensor, h2: Tensor, L: int,
-                       one_sided: bool) -> Tensor:
-    """``rfft(U1)``, complex ``(B, nf, L // 2 + 1)``, for one first-order group.
+                       one_sided: bool) -> list[Tensor]:
+    """``rfft(U1)`` for one first-order group, as consecutive chunks of filters:
+    complex ``(B, nf_c, L // 2 + 1)`` each, ``sum(nf_c) = nf`` (one chunk unless the
+    group is large; joining them would cost a copy of the whole spectrum).
 
     ``ext`` is the extended two-sided input spectrum (:func:`extended_spectrum`), the
     windows start at ``starts`` (``idx[f] = starts[f] + arange(W)``) and ``h2 = h / 2``
@@ -315,9 +310,9 @@ def scalogram_spectrum(ext: Tensor, starts: tuple[int, ...], idx: Tensor, h2: Te
     spectrum) :func:`wavelet_modulus` and a plain ``rfft``.
     """
     if one_sided:
-        return ScalogramGroup.apply(ext, tuple(starts), idx, h2, L)
+        return list(ScalogramGroup.apply(ext, tuple(starts), idx, h2, L))
     nf, W = idx.shape
-    return torch.fft.rfft(wavelet_modulus(ext, idx, (2 * h2).expand(nf, W, 2), L, False))
+    return [torch.fft.rfft(wavelet_modulus(ext, idx, (2 * h2).expand(nf, W, 2), L, False))]
 
 
 def first_order_time_average(u1_hat: Tensor, phi_idx: Tensor, phi_coef: Tensor) -> Tensor:
@@ -391,10 +386,11 @@ def second_order_rows(u1_hats: list[Tensor], coef: list[Tensor], segments: list[
     2**(j2 - k1)))`` of the first ``n1_max`` scalogram rows.
 
     Args:
-        u1_hats: per first-order group ``k < j2``, ``rfft(U1)`` complex
-            ``(B, nf_k, L_k // 2 + 1)``.
-        coef / segments: per group, ``(W, 2)`` coefficients and the gather runs (see
-            :class:`SecondOrderSpectrum`).
+        u1_hats: ``rfft(U1)`` of consecutive blocks of scalogram rows (first-order
+            groups ``k < j2``, possibly split in chunks), complex
+            ``(B, nf_c, L_k // 2 + 1)``.
+        coef / segments: per block, ``(W, 2)`` coefficients and the gather runs (see
+            :class:`SecondOrderSpectrum`); the chunks of one group share them.
         T2: output length ``N_pad / 2**j2``.
         fold: ``None`` when ``W <= T2``, else the positions ``i % T2``.
 

@@ -276,16 +276,23 @@ class JTFS(ScatteringTransform):
         x_hat = torch.fft.rfft(core.reflect_pad(xb, self.pad_left, self.pad_right))
         return core.extended_spectrum(x_hat, self.N_pad, self._ext_extra)
 
-    def _u1_hat(self, ext: Tensor, g: _Group) -> Tensor:
-        """``rfft(U1)`` for group ``g``, complex ``(B, nf, L // 2 + 1)``."""
+    def _u1_hat(self, ext: Tensor, g: _Group) -> list[Tensor]:
+        """``rfft(U1)`` for group ``g`` as chunks of consecutive filters, complex
+        ``(B, nf_c, L // 2 + 1)`` each (see :func:`core.scalogram_spectrum`)."""
         return core.scalogram_spectrum(ext, g.win_start, getattr(self, f"_g{g.k}_idx"),
                                        getattr(self, f"_g{g.k}_h2"), g.L, g.one_sided)
 
-    def _second_rows(self, u1_hats: list[Tensor], sp: _Second) -> Tensor:
+    def _second_rows(self, u1_hats: list[list[Tensor]], sp: _Second) -> Tensor:
         n2 = sp.n2
-        coef = [getattr(self, f"_s{n2}_coef{gi}") for gi in range(sp.n_groups)]
+        chunks, coef, segments = [], [], []
+        for gi in range(sp.n_groups):
+            c = getattr(self, f"_s{n2}_coef{gi}")
+            for u in u1_hats[gi]:  # every chunk of a group shares its window
+                chunks.append(u)
+                coef.append(c)
+                segments.append(sp.segments[gi])
         fold = getattr(self, f"_s{n2}_fold") if sp.folded else None
-        return core.second_order_rows(u1_hats[: sp.n_groups], coef, list(sp.segments), sp.T2, fold)
+        return core.second_order_rows(chunks, coef, segments, sp.T2, fold)
 
     def _cols(self, crop_time: bool) -> slice:
         return slice(*self.crop) if crop_time else slice(0, self.T_out_padded)
@@ -322,7 +329,7 @@ class JTFS(ScatteringTransform):
         out = self._finish_path(S, i, cols)
         return out.reshape(*batch_shape, *out.shape[-2:])
 
-    def _all_paths(self, u1_hats: list[Tensor], cols: slice) -> Tensor:
+    def _all_paths(self, u1_hats: list[list[Tensor]], cols: slice) -> Tensor:
         outs = []
         for n2, sp in self._second.items():
             y2 = self._second_rows(u1_hats, sp)
@@ -351,10 +358,10 @@ class JTFS(ScatteringTransform):
         out = self._first_order(u1_hats, self._cols(crop_time))
         return out.reshape(*batch_shape, *out.shape[-3:])
 
-    def _first_order(self, u1_hats: list[Tensor], cols: slice) -> Tensor:
+    def _first_order(self, u1_hats: list[list[Tensor]], cols: slice) -> Tensor:
         S1 = torch.cat([core.first_order_time_average(u, getattr(self, f"_g{g.k}_phi_idx"),
                                                       getattr(self, f"_g{g.k}_phi_coef"))
-                        for u, g in zip(u1_hats, self._groups)], dim=1)  # (B, N1, T_s)
+                        for chunks, g in zip(u1_hats, self._groups) for u in chunks], dim=1)  # (B, N1, T_s)
         S1 = S1[:, :, cols]
         Y = torch.matmul(self._first_M, S1)  # (B, 2R, T)
         B, twoR, Tc = Y.shape
