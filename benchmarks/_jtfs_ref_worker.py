@@ -53,15 +53,34 @@ def main() -> None:
     from scrapl import SCRAPLLoss
 
     c = spec["config"]
+    dev = spec.get("device", "cpu")
+    cuda = dev.startswith("cuda")
     B, N = int(spec["batch"]), int(c["shape"])
     g = torch.Generator().manual_seed(int(spec["seed"]))
-    x0 = torch.randn(B, 1, N, generator=g)
-    xt = torch.randn(B, 1, N, generator=g)
+    x0 = torch.randn(B, 1, N, generator=g).to(dev)
+    xt = torch.randn(B, 1, N, generator=g).to(dev)
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
+    def peak(fn) -> int:
+        """Peak memory increase of ``fn``: CUDA counters, or the process's peak RSS."""
+        if cuda:
+            sync()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            fn()
+            sync()
+            return torch.cuda.max_memory_allocated() - base
+        base = _reset_peak()
+        fn()
+        return _rss_status()["VmHWM"] - base
     mode = spec["mode"]
     result: dict = {"mode": mode}
     if mode in ("path", "mem_path"):
         loss = SCRAPLLoss(shape=N, J=c["J"], Q1=c["Q1"], Q2=c["Q2"], J_fr=c["J_fr"], Q_fr=c["Q_fr"], T=c.get("T"),
-                          F=c.get("F"))
+                          F=c.get("F")).to(dev)
 
         def step(i: int) -> None:
             x = x0.clone().requires_grad_(True)
@@ -69,23 +88,25 @@ def main() -> None:
 
         if mode == "mem_path":
             step(spec["paths"][0])
-            base = _reset_peak()
-            step(spec["paths"][0])
-            result["peak_bytes"] = _rss_status()["VmHWM"] - base
+            result["peak_bytes"] = peak(lambda: step(spec["paths"][0]))
         else:
             step(spec["paths"][0])  # warm-up
             times = {}
             for i in spec["paths"]:
                 ts = []
                 for _ in range(int(spec["repeat"])):
+                    sync()
                     t = time.perf_counter()
                     step(i)
+                    sync()
                     ts.append(time.perf_counter() - t)
                 times[str(i)] = statistics.median(ts)
             result["times"] = times
     else:
         jtfs = TimeFrequencyScattering(J=c["J"], shape=(N,), Q=(c["Q1"], c["Q2"]), J_fr=c["J_fr"], Q_fr=c["Q_fr"],
                                        T=c.get("T"), F=c.get("F"), format="joint", out_type="array")
+        if cuda:
+            jtfs = jtfs.cuda()
 
         def step_full() -> None:
             x = x0.clone().requires_grad_(True)
@@ -95,14 +116,14 @@ def main() -> None:
             torch.linalg.vector_norm(st - s, dim=(-2, -1)).mean().backward()
 
         if mode == "mem_full":
-            base = _reset_peak()
-            step_full()
-            result["peak_bytes"] = _rss_status()["VmHWM"] - base
+            result["peak_bytes"] = peak(step_full)
         else:
             ts = []
             for _ in range(int(spec["repeat"])):
+                sync()
                 t = time.perf_counter()
                 step_full()
+                sync()
                 ts.append(time.perf_counter() - t)
             result["times"] = ts
     print(json.dumps(result))

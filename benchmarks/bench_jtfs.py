@@ -2,11 +2,13 @@
 
 Measured on the paper configuration (J=12, Q1=8, Q2=2, J_fr=3, Q_fr=2, N=32768), CPU:
 
-(a) **one-path step**, ours: SCRAPL distance of one path (target coefficients under
-    ``no_grad``; distance = mean over the batch of the L2 norm of the uncropped
-    coefficient difference, exactly the reference's) + backward, batch 4.  The paths
-    are a seeded uniform sample; we report the median and the mean over paths (the
-    mean is the expected cost per training step under uniform sampling);
+(a) **one-path step**, ours: ``scrapl.SCRAPLLoss(...)(x, x_target, path_idx=i)
+    .backward()`` (the drop-in class; target coefficients under ``no_grad``), batch 4.
+    The cost of a path depends on its temporal scale ``n2`` (the first-order wavelets
+    it needs), so one path per ``n2`` is drawn (seeded) and weighted by the number of
+    paths sharing that ``n2``: the weighted mean is the **expected cost of a training
+    step under uniform path sampling**; the weighted median and the per-``n2`` extremes
+    are reported too;
 (b) the same step through the reference ``SCRAPLLoss(...)(x, x_target,
     path_idx=i).backward()``, run in the reference interpreter
     (``benchmarks/_jtfs_ref_worker.py``), same inputs and paths;
@@ -24,7 +26,7 @@ allocator, FFT plans, autograd buffers).
 
 Run::
 
-    python benchmarks/bench_jtfs.py [--threads 2] [--batch 4] [--paths 16] [--repeat 3]
+    python benchmarks/bench_jtfs.py [--threads 2] [--batch 4] [--repeat 3]
         [--ref-python /work/refenv/bin/python] [--no-ref] [--no-full]
         [--json benchmarks/results/bench_jtfs.json]
 """
@@ -51,9 +53,14 @@ WORKER = os.path.join(HERE, "_jtfs_ref_worker.py")
 
 
 # ---------------------------------------------------------------------- helpers
-def _inputs(batch: int, N: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _inputs(batch: int, N: int, seed: int, device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, 1, N, generator=g), torch.randn(batch, 1, N, generator=g)
+    return torch.randn(batch, 1, N, generator=g).to(device), torch.randn(batch, 1, N, generator=g).to(device)
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 def _rss_status() -> dict[str, int]:
@@ -76,15 +83,27 @@ def _reset_peak() -> int:
     return _rss_status()["VmRSS"]
 
 
-def _median_time(fn: Callable[[], object], repeat: int, warmup: bool = True) -> float:
+def _median_time(fn: Callable[[], object], repeat: int, warmup: bool = True, device: str = "cpu") -> float:
     if warmup:
         fn()
     ts = []
     for _ in range(repeat):
+        _sync(device)
         t = time.perf_counter()
         fn()
+        _sync(device)
         ts.append(time.perf_counter() - t)
     return statistics.median(ts)
+
+
+def _cuda_peak(fn: Callable[[], object]) -> int:
+    """Peak CUDA memory allocated by ``fn`` above what was allocated before it."""
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    fn()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - base
 
 
 def _ours(cfg: dict):
@@ -93,12 +112,45 @@ def _ours(cfg: dict):
     return JTFS(**cfg)
 
 
-def _path_step(T, x0: torch.Tensor, xt: torch.Tensor, i: int) -> None:
+def _ours_loss(cfg: dict):
+    from scrapl import SCRAPLLoss
+
+    return SCRAPLLoss(**cfg)
+
+
+def _path_step(loss, x0: torch.Tensor, xt: torch.Tensor, i: int) -> None:
     x = x0.clone().requires_grad_(True)
-    with torch.no_grad():
-        st = T.forward_path(xt, i, crop_time=False)
-    s = T.forward_path(x, i, crop_time=False)
-    torch.linalg.vector_norm(st - s, dim=(-2, -1)).mean().backward()
+    loss(x, xt, path_idx=i).backward()
+
+
+def _paths_per_n2(keys: list[tuple[int, int]], seed: int) -> tuple[list[int], list[int]]:
+    """One seeded path per temporal scale n2 and the number of paths sharing it."""
+    g = torch.Generator().manual_seed(seed)
+    by_n2: dict[int, list[int]] = {}
+    for i, (n2, _) in enumerate(keys):
+        by_n2.setdefault(n2, []).append(i)
+    paths, weights = [], []
+    for n2 in sorted(by_n2):
+        members = by_n2[n2]
+        paths.append(members[int(torch.randint(len(members), (1,), generator=g))])
+        weights.append(len(members))
+    return paths, weights
+
+
+def _weighted_median(values: list[float], weights: list[int]) -> float:
+    pairs = sorted(zip(values, weights))
+    half, acc = sum(weights) / 2, 0
+    for v, w in pairs:
+        acc += w
+        if acc >= half:
+            return v
+    return pairs[-1][0]  # pragma: no cover
+
+
+def _summary(times: dict[str, float], paths: list[int], weights: list[int]) -> dict[str, float]:
+    vals = [times[str(i)] for i in paths]
+    return {"expected": sum(v * w for v, w in zip(vals, weights)) / sum(weights),
+            "median": _weighted_median(vals, weights), "min": min(vals), "max": max(vals)}
 
 
 def _full_step(T, x0: torch.Tensor, xt: torch.Tensor) -> None:
@@ -128,14 +180,15 @@ def _run_mem_worker(spec: dict, timeout: float) -> dict:
 def mem_worker(spec: dict) -> None:
     """Fresh-process peak-memory measurement of one of our steps (see module docs)."""
     torch.set_num_threads(int(spec["threads"]))
-    T = _ours(spec["config"])
     x0, xt = _inputs(int(spec["batch"]), spec["config"]["shape"], int(spec["seed"]))
     if spec["mode"] == "mem_path":
+        loss = _ours_loss(spec["config"])
         i = spec["paths"][0]
-        _path_step(T, x0, xt, i)  # warm-up (FFT plans)
+        _path_step(loss, x0, xt, i)  # warm-up (FFT plans)
         base = _reset_peak()
-        _path_step(T, x0, xt, i)
+        _path_step(loss, x0, xt, i)
     else:
+        T = _ours(spec["config"])
         base = _reset_peak()
         _full_step(T, x0, xt)
     print(json.dumps({"peak_bytes": _rss_status()["VmHWM"] - base}))
@@ -145,8 +198,8 @@ def mem_worker(spec: dict) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description="JTFS benchmark: ours vs reference vs auraloss")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (GPU peak memory from torch.cuda's counters)")
     ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--paths", type=int, default=16, help="number of sampled paths for the one-path step")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ref-python", default="/work/refenv/bin/python")
@@ -164,48 +217,54 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     cfg = dict(PAPER)
     N, B = cfg["shape"], args.batch
-    T = _ours(cfg)
-    g = torch.Generator().manual_seed(args.seed)
-    paths = sorted(int(i) for i in torch.randint(0, T.n_paths, (args.paths,), generator=g).tolist())
-    x0, xt = _inputs(B, N, args.seed + 1)
-    res: dict = {"config": cfg, "batch": B, "threads": args.threads, "paths": paths,
-                 "machine": platform.processor() or platform.machine(), "torch": torch.__version__}
+    dev = args.device
+    T = _ours(cfg).to(dev)
+    loss = _ours_loss(cfg).to(dev)
+    paths, weights = _paths_per_n2([tuple(k) for k in loss.paths], args.seed)
+    x0, xt = _inputs(B, N, args.seed + 1, dev)
+    machine = platform.processor() or platform.machine()
+    if dev.startswith("cuda"):
+        machine = torch.cuda.get_device_name()
+    res: dict = {"config": cfg, "batch": B, "threads": args.threads, "device": dev, "paths": paths,
+                 "weights": weights, "machine": machine, "torch": torch.__version__}
 
     # (a) ours, one-path step
-    _path_step(T, x0, xt, paths[0])
-    ours = {str(i): _median_time(lambda: _path_step(T, x0, xt, i), args.repeat, warmup=False) for i in paths}
+    _path_step(loss, x0, xt, paths[0])
+    ours = {str(i): _median_time(lambda: _path_step(loss, x0, xt, i), args.repeat, device=dev) for i in paths}
     res["ours_path"] = ours
-    print(f"ours one-path step (batch {B}): median {1e3 * statistics.median(ours.values()):.1f} ms, "
-          f"mean {1e3 * statistics.mean(ours.values()):.1f} ms over {len(paths)} paths", flush=True)
+    so = _summary(ours, paths, weights)
+    print(f"ours one-path step (batch {B}): expected {1e3 * so['expected']:.1f} ms per step under uniform "
+          f"sampling, median {1e3 * so['median']:.1f} ms ({len(paths)} temporal scales)", flush=True)
 
     # (c) auraloss
     try:
         import auraloss
 
-        mrstft = auraloss.freq.MultiResolutionSTFTLoss()
+        mrstft = auraloss.freq.MultiResolutionSTFTLoss().to(dev)
 
         def aura() -> None:
             x = x0.clone().requires_grad_(True)
             mrstft(x, xt).backward()
 
-        res["auraloss_mrstft"] = _median_time(aura, max(args.repeat, 5))
+        res["auraloss_mrstft"] = _median_time(aura, max(args.repeat, 5), device=dev)
         print(f"auraloss MultiResolutionSTFTLoss step: {1e3 * res['auraloss_mrstft']:.1f} ms", flush=True)
     except ImportError:  # pragma: no cover
         res["auraloss_mrstft"] = None
 
     # (b) reference one-path step
     spec = {"config": cfg, "batch": B, "threads": args.threads, "paths": paths, "repeat": args.repeat,
-            "seed": args.seed + 1}
+            "seed": args.seed + 1, "device": dev}
     if not args.no_ref:
         ref = _run_ref(args.ref_python, {**spec, "mode": "path"}, timeout=3600)["times"]
         res["ref_path"] = ref
-        print(f"reference one-path step: median {1e3 * statistics.median(ref.values()):.1f} ms, "
-              f"mean {1e3 * statistics.mean(ref.values()):.1f} ms", flush=True)
+        sr = _summary(ref, paths, weights)
+        print(f"reference one-path step: expected {1e3 * sr['expected']:.1f} ms, median {1e3 * sr['median']:.1f} ms",
+              flush=True)
 
     # (d) full transform distance + backward, batch 1
     if not args.no_full:
         x1, t1 = x0[:1], xt[:1]
-        res["ours_full"] = _median_time(lambda: _full_step(T, x1, t1), args.repeat)
+        res["ours_full"] = _median_time(lambda: _full_step(T, x1, t1), args.repeat, device=dev)
         print(f"ours full JTFS distance+backward (batch 1): {res['ours_full']:.2f} s", flush=True)
         if not args.no_ref:
             r = _run_ref(args.ref_python, {**spec, "batch": 1, "mode": "full", "repeat": args.full_repeat_ref},
@@ -214,7 +273,16 @@ def main() -> None:
             print(f"reference full JTFS distance+backward (batch 1): {res['ref_full']:.2f} s", flush=True)
 
     # peak memory, fresh processes
-    if not args.no_mem:
+    if not args.no_mem and dev.startswith("cuda"):
+        res["ours_mem_path"] = _cuda_peak(lambda: _path_step(loss, x0, xt, paths[0]))
+        if not args.no_ref:
+            res["ref_mem_path"] = _run_ref(args.ref_python, {**spec, "mode": "mem_path"}, timeout=600)["peak_bytes"]
+        if not args.no_full:
+            res["ours_mem_full"] = _cuda_peak(lambda: _full_step(T, x0[:1], xt[:1]))
+            if not args.no_ref:
+                res["ref_mem_full"] = _run_ref(args.ref_python, {**spec, "batch": 1, "mode": "mem_full"},
+                                               timeout=3600)["peak_bytes"]
+    elif not args.no_mem:
         res["ours_mem_path"] = _run_mem_worker({**spec, "mode": "mem_path"}, timeout=600)["peak_bytes"]
         if not args.no_ref:
             res["ref_mem_path"] = _run_ref(args.ref_python, {**spec, "mode": "mem_path"}, timeout=600)["peak_bytes"]
@@ -232,11 +300,11 @@ def main() -> None:
         return "-" if v is None else f"{v / 2**20:9.1f} MiB"
 
     rows = []
-    op_med = statistics.median(ours.values())
-    op_mean = statistics.mean(ours.values())
     ref = res.get("ref_path")
-    rows.append(("one-path step, median over paths", ms(op_med), ms(statistics.median(ref.values())) if ref else "-"))
-    rows.append(("one-path step, mean over paths", ms(op_mean), ms(statistics.mean(ref.values())) if ref else "-"))
+    sr = _summary(ref, paths, weights) if ref else None
+    rows.append(("one-path step, expected per step", ms(so["expected"]), ms(sr["expected"]) if sr else "-"))
+    rows.append(("one-path step, median over paths", ms(so["median"]), ms(sr["median"]) if sr else "-"))
+    rows.append(("one-path step, cheapest n2", ms(so["min"]), ms(sr["min"]) if sr else "-"))
     rows.append(("auraloss MRSTFT step", ms(res.get("auraloss_mrstft")), ""))
     rows.append(("full JTFS distance+backward (B=1)", ms(res.get("ours_full")), ms(res.get("ref_full"))))
     rows.append(("peak memory, one-path step", mb(res.get("ours_mem_path")), mb(res.get("ref_mem_path"))))
@@ -246,14 +314,13 @@ def main() -> None:
     for r in rows:
         print(f"{r[0]:40s} {r[1]:>14s} {r[2]:>14s}")
     ratios = {}
-    if ref:
-        ratios["path_speedup_median"] = statistics.median(ref.values()) / op_med
-        ratios["path_speedup_mean"] = statistics.mean(ref.values()) / op_mean
-        per = [ref[k] / ours[k] for k in ours]
-        ratios["path_speedup_per_path_min"] = min(per)
+    if sr:
+        ratios["path_speedup_expected"] = sr["expected"] / so["expected"]
+        ratios["path_speedup_median"] = sr["median"] / so["median"]
+        ratios["path_speedup_per_n2_min"] = min(ref[str(i)] / ours[str(i)] for i in paths)
     if res.get("auraloss_mrstft"):
-        ratios["auraloss_over_ours_median"] = res["auraloss_mrstft"] / op_med
-        ratios["auraloss_over_ours_mean"] = res["auraloss_mrstft"] / op_mean
+        ratios["auraloss_over_ours_expected"] = res["auraloss_mrstft"] / so["expected"]
+        ratios["auraloss_over_ours_median"] = res["auraloss_mrstft"] / so["median"]
     if res.get("ref_full") and res.get("ours_full"):
         ratios["full_speedup"] = res["ref_full"] / res["ours_full"]
     if res.get("ref_mem_path") and res.get("ours_mem_path"):
