@@ -414,13 +414,17 @@ def second_order_rows(u1_hats: list[Tensor], coef: list[Tensor], segments: list[
 ACCUMULATE_BLOCK: int = 1024
 
 
-def _chunk_size(batch: int, rows: int, length: int, budget: int = 1 << 19) -> int:
-    """Time columns per chunk so that ``batch * rows * chunk`` stays near ``budget``
-    floats (the chunk's working set then stays in cache), at most
-    :data:`ACCUMULATE_BLOCK`."""
-    ch = max(64, budget // max(1, batch * rows))
+#: Floats per time chunk of :class:`FreqScatterModulusAverage`'s ``(B, 2R, chunk)``
+#: working set.
+FREQ_CHUNK_FLOATS: int = 1 << 19
+
+
+def _chunk_size(batch: int, rows: int, length: int) -> int:
+    """Time columns per chunk so that ``batch * rows * chunk`` stays near
+    :data:`FREQ_CHUNK_FLOATS` (a power of two, at least 64)."""
+    ch = max(64, FREQ_CHUNK_FLOATS // max(1, batch * rows))
     ch = 1 << (ch.bit_length() - 1)  # power of two
-    return min(length, ch, ACCUMULATE_BLOCK)
+    return min(length, ch)
 
 
 def time_average(u: Tensor, A: Tensor) -> Tensor:
@@ -462,7 +466,6 @@ class FreqScatterModulusAverage(torch.autograd.Function):
         Tc = A.shape[1]
         ch = _chunk_size(B, 2 * R, T2)
         out = A.new_zeros(B * R, Tc)
-        part = A.new_empty(B * R, Tc)
         ybuf = A.new_empty(B, 2 * R, ch)
         ubuf = A.new_empty(B, R, ch)
         for c0 in range(0, T2, ch):
@@ -474,9 +477,9 @@ class FreqScatterModulusAverage(torch.autograd.Function):
             u = ubuf[:, :, :w] if w < ch else ubuf
             torch.mul(yv[:, :, 0], yv[:, :, 0], out=u)
             u.addcmul_(yv[:, :, 1], yv[:, :, 1]).sqrt_().add_(MODULUS_FLOOR)
-            # mm + add, not addmm_: the latter accumulates as inaccurately as one long
-            # product (see ACCUMULATE_BLOCK)
-            out.add_(torch.mm(u.reshape(B * R, w), A[c0:c1], out=part))
+            # blocked products + add, not addmm_: the latter accumulates as
+            # inaccurately as one long product (see ACCUMULATE_BLOCK)
+            out.add_(time_average(u.reshape(B * R, w), A[c0:c1]))
         ctx.save_for_backward(y2, M, A)
         ctx.ch = ch
         return out.view(B, R, Tc)
