@@ -190,15 +190,21 @@ def _filter_chunks(B: int, nf: int, L: int) -> list[tuple[int, int]]:
     return [(f0, min(nf, f0 + fc)) for f0 in range(0, nf, fc)]
 
 
-def _window_planes(ext: Tensor, starts: tuple[int, ...], idx: Tensor, h2: Tensor, Lh: int) -> Tensor:
-    """One-sided inverse-FFT inputs ``Z = (c / 2, -i c / 2)`` at bins ``1..W`` of the
-    windows ``c = ext[:, start_f : start_f + W] * h_f`` (``h2 = h / 2``, ``(nf, W, 1)``;
-    ``idx[f] = start_f + arange(W)``): complex ``(2, B, nf, Lh)``."""
-    B = ext.shape[0]
-    nf, W = idx.shape
-    Z = ext.real.new_empty(2, B, nf, Lh, 2)
+def _empty_planes(ext: Tensor, nf: int, Lh: int, W: int) -> Tensor:
+    """Real view ``(2, B, nf, Lh, 2)`` of the inverse-FFT inputs, zero outside bins
+    ``1..W`` (which :func:`_fill_window` overwrites)."""
+    Z = ext.real.new_empty(2, ext.shape[0], nf, Lh, 2)
     Z[:, :, :, 0].zero_()
     Z[:, :, :, W + 1:].zero_()
+    return Z
+
+
+def _fill_window(Z: Tensor, ext: Tensor, starts: tuple[int, ...], idx: Tensor, h2: Tensor) -> Tensor:
+    """Write ``Z = (c / 2, -i c / 2)`` at bins ``1..W`` of the planes from
+    :func:`_empty_planes`, for the windows ``c = ext[:, start_f : start_f + W] * h_f``
+    (``h2 = h / 2``, ``(nf, W, 1)``; ``idx[f] = start_f + arange(W)``); returns the
+    complex view ``(2, B, nf, Lh)``."""
+    W = idx.shape[1]
     z0 = Z[0, :, :, 1: W + 1]
     if W >= SLICE_GATHER_MIN_WIDTH:
         e_r = torch.view_as_real(ext)
@@ -243,10 +249,11 @@ class ScalogramGroup(torch.autograd.Function):
         save = ctx.needs_input_grad[0]
         outs: list[Tensor] = []
         saved: list[Tensor] = []
+        Z = None
         for f0, f1 in chunks:
-            Z = _window_planes(ext, starts[f0:f1], idx[f0:f1], h2[f0:f1], Lh)
-            p = torch.fft.irfft(Z, n=L)  # (2, B, fc, L)
-            del Z
+            if Z is None or Z.shape[2] != f1 - f0:  # equal chunks share the zeroed planes
+                Z = _empty_planes(ext, f1 - f0, Lh, W)
+            p = torch.fft.irfft(_fill_window(Z, ext, starts[f0:f1], idx[f0:f1], h2[f0:f1]), n=L)  # (2, B, fc, L)
             u = torch.mul(p[0], p[0])
             u.addcmul_(p[1], p[1]).sqrt_().add_(MODULUS_FLOOR)
             outs.append(torch.fft.rfft(u))
