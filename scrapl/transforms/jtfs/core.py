@@ -28,8 +28,8 @@ __all__ = [
     "freq_scatter_modulus_average",
     "planar_modulus",
     "reflect_pad",
-    "ScalogramGroup",
-    "scalogram_spectrum",
+    "ScalogramGroups",
+    "scalogram_spectra",
     "SecondOrderSpectrum",
     "second_order_rows",
     "time_average",
@@ -117,7 +117,7 @@ def _gather(spec: Tensor, idx: Tensor) -> Tensor:
 
 def wavelet_modulus(x_hat: Tensor, idx: Tensor, coef: Tensor, L: int, one_sided: bool) -> Tensor:
     """First-order scalogram rows ``U1 = |IFFT_L(sub(X * psi1, N_pad / L))|`` of a group
-    (plain autograd version; :class:`ScalogramGroup` is the fused fast path).
+    (plain autograd version; :class:`ScalogramGroups` is the fused fast path).
 
     Args:
         x_hat: spectrum of the padded input, complex ``(B, H)``: the one-sided
@@ -177,7 +177,7 @@ def extended_spectrum(x_hat: Tensor, n_pad: int, extra: int) -> Tensor:
     ``X[b] = x_hat[b]`` for ``b <= n_pad / 2`` else ``conj(x_hat[n_pad - b])``.
 
     Every first-order window is then a contiguous run of bins (no conjugation, no
-    wrap-around), which :class:`ScalogramGroup` reads with plain slices.
+    wrap-around), which :class:`ScalogramGroups` reads with plain slices.
     """
     full = torch.cat((x_hat, x_hat[:, 1: n_pad // 2].flip(-1).conj()), dim=-1)
     return torch.cat((full, full[:, :extra]), dim=-1)
@@ -217,10 +217,70 @@ def _fill_window(Z: Tensor, ext: Tensor, starts: tuple[int, ...], idx: Tensor, h
     return Zc
 
 
-class ScalogramGroup(torch.autograd.Function):
-    """Fused first-order group: extended input spectrum -> ``rfft(|IFFT_L(window)|)``.
+def _rfft_adjoint_scale(L: int, ref: Tensor) -> Tensor:
+    """``(L // 2 + 1, 2)`` weights of the adjoint of ``rfft`` on the real view:
+    ``L / 2`` inside, ``L`` at bin 0 and (for even ``L``) at the Nyquist bin."""
+    scale = torch.full((L // 2 + 1, 2), 0.5 * L, dtype=ref.real.dtype, device=ref.device)
+    scale[0] = L
+    scale[-1] = L if L % 2 == 0 else 0.5 * L
+    return scale
 
-    Forward (``ext`` from :func:`extended_spectrum`; ``h2 = h / 2`` the filters'
+
+def _group_forward(ext: Tensor, starts: tuple[int, ...], idx: Tensor, h2: Tensor, L: int,
+                   save: bool) -> tuple[list[Tensor], list[Tensor], list[tuple[int, int]]]:
+    """Forward of one group (see :class:`ScalogramGroups`): the chunk spectra, the
+    tensors the backward needs (``p, u`` per chunk, when ``save``) and the chunks."""
+    nf, W = idx.shape
+    Lh = L // 2 + 1
+    chunks = _filter_chunks(ext.shape[0], nf, L)
+    outs: list[Tensor] = []
+    saved: list[Tensor] = []
+    Z = None
+    for f0, f1 in chunks:
+        if Z is None or Z.shape[2] != f1 - f0:  # equal chunks share the zeroed planes
+            Z = _empty_planes(ext, f1 - f0, Lh, W)
+        p = torch.fft.irfft(_fill_window(Z, ext, starts[f0:f1], idx[f0:f1], h2[f0:f1]), n=L)  # (2, B, fc, L)
+        u = torch.mul(p[0], p[0])
+        u.addcmul_(p[1], p[1]).sqrt_().add_(MODULUS_FLOOR)
+        outs.append(torch.fft.rfft(u))
+        if save:
+            saved += [p, u]
+    return outs, saved, chunks
+
+
+def _group_backward(gext: Tensor, g_outs: tuple[Tensor, ...], saved: list[Tensor], starts: tuple[int, ...],
+                    idx: Tensor, h2: Tensor, L: int, chunks: list[tuple[int, int]]) -> None:
+    """Add one group's gradient with respect to ``ext`` to ``gext`` (see
+    :class:`ScalogramGroups`)."""
+    B = gext.shape[0]
+    W = idx.shape[1]
+    scale = _rfft_adjoint_scale(L, gext)
+    for ci, (f0, f1) in enumerate(chunks):
+        p, u = saved[2 * ci], saved[2 * ci + 1]
+        # adjoint of rfft (real input): L * irfft(G with bins 1..L/2-1 halved)
+        gu = torch.fft.irfft(torch.view_as_complex(torch.view_as_real(g_outs[ci]) * scale), n=L)
+        gu.div_(u)  # modulus backward weight g / u  (u >= 1e-12)
+        gp = p * gu  # (2, B, fc, L)
+        del gu
+        # adjoint of irfft at bins 1..W (strictly inside (0, L/2)): (2 / L) * rfft
+        gZ = torch.fft.rfft(gp)[..., 1: W + 1]  # complex (2, B, fc, W)
+        del gp
+        # Z0 = ext * h2 and Z1 = -i Z0  =>  d ext = (dZ0 + i dZ1) * h2; the 2 / L of the
+        # irfft adjoint is folded into h2 * (2 / L)
+        gc = torch.add(gZ[0], gZ[1], alpha=1j)  # (B, fc, W)
+        del gZ
+        torch.view_as_real(gc).mul_(h2[f0:f1] * (2.0 / L))
+        if W >= SLICE_GATHER_MIN_WIDTH:
+            for f, st in enumerate(starts[f0:f1]):
+                gext[:, st: st + W].add_(gc[:, f])
+        else:
+            gext.index_add_(1, idx[f0:f1].reshape(-1), gc.view(B, -1))
+
+
+class ScalogramGroups(torch.autograd.Function):
+    """Fused first-order groups: extended input spectrum -> ``rfft(|IFFT_L(window)|)``.
+
+    Per group (``ext`` from :func:`extended_spectrum`; ``h2 = h / 2`` the filters'
     window values over ``2**k``, shape ``(nf, W, 1)``)::
 
         Z[0] = ext[:, start_f : start_f + W] * h2_f     # window moved to bins 1..W
@@ -230,96 +290,96 @@ class ScalogramGroup(torch.autograd.Function):
         out  = rfft(u)                                  # complex (B, nf, L//2+1)
 
     Moving each window to bins ``1..W`` multiplies ``y`` by a phase ramp, which the
-    modulus removes.  The filters are processed in chunks (:func:`_filter_chunks`), so
-    the large temporaries have a bounded size.  The backward applies the adjoints of
-    these maps directly.  The modulus gradient is ``g * p / u``; ``u >= 1e-12 > 0`` so
-    no zero guard is needed.
+    modulus removes.  The filters of a group are processed in chunks
+    (:func:`_filter_chunks`) returned as separate outputs, so the large temporaries
+    have a bounded size and no large spectrum is assembled.  All groups share one
+    gradient buffer for ``ext``.  The backward applies the adjoints of these maps
+    directly.  The modulus gradient is ``g * p / u``; ``u >= 1e-12 > 0`` so no zero
+    guard is needed.
 
-    Args (of ``apply``): ``ext`` complex ``(B, E)``; ``starts`` tuple of the ``nf``
-    window starts in ``ext``; ``idx`` ``(nf, W)`` = ``start_f + arange(W)``; ``h2``
-    real ``(nf, W, 1)``; ``L`` the inverse-FFT length (``W + 1 <= L / 2 - 1``).
+    Args (of ``apply``): ``ext`` complex ``(B, E)``; ``specs`` a tuple of
+    ``(starts, L)`` per group (window starts in ``ext``, inverse-FFT length with
+    ``W + 1 <= L / 2 - 1``); then ``idx_0, h2_0, idx_1, h2_1, ...`` with ``idx``
+    ``(nf, W)`` = ``start_f + arange(W)`` and ``h2`` real ``(nf, W, 1)``.
+
+    Returns:
+        the chunk spectra of all groups in order, complex ``(B, nf_c, L // 2 + 1)``.
     """
 
     @staticmethod
-    def forward(ctx, ext: Tensor, starts: tuple, idx: Tensor, h2: Tensor, L: int) -> tuple[Tensor, ...]:  # noqa: D102
-        B, E = ext.shape
-        nf, W = idx.shape
-        Lh = L // 2 + 1
-        chunks = _filter_chunks(B, nf, L)
+    def forward(ctx, ext: Tensor, specs: tuple, *tensors: Tensor) -> tuple[Tensor, ...]:  # noqa: D102
         save = ctx.needs_input_grad[0]
         outs: list[Tensor] = []
         saved: list[Tensor] = []
-        Z = None
-        for f0, f1 in chunks:
-            if Z is None or Z.shape[2] != f1 - f0:  # equal chunks share the zeroed planes
-                Z = _empty_planes(ext, f1 - f0, Lh, W)
-            p = torch.fft.irfft(_fill_window(Z, ext, starts[f0:f1], idx[f0:f1], h2[f0:f1]), n=L)  # (2, B, fc, L)
-            u = torch.mul(p[0], p[0])
-            u.addcmul_(p[1], p[1]).sqrt_().add_(MODULUS_FLOOR)
-            outs.append(torch.fft.rfft(u))
-            if save:
-                saved += [p, u]
+        layout = []
+        for gi, (starts, L) in enumerate(specs):
+            idx, h2 = tensors[2 * gi], tensors[2 * gi + 1]
+            o, sv, chunks = _group_forward(ext, starts, idx, h2, L, save)
+            layout.append((len(outs), len(o), len(saved), len(sv), chunks))
+            outs += o
+            saved += sv
         if save:
-            scale = torch.full((Lh, 2), 0.5 * L, dtype=ext.real.dtype, device=ext.device)
-            scale[0] = L
-            scale[-1] = L if L % 2 == 0 else 0.5 * L
-            ctx.save_for_backward(ext, idx, h2, scale, *saved)
-            ctx.starts, ctx.L, ctx.chunks = starts, L, chunks
+            ctx.save_for_backward(ext, *tensors, *saved)
+            ctx.specs, ctx.layout, ctx.n_tensors = specs, layout, len(tensors)
         return tuple(outs)
 
     @staticmethod
     def backward(ctx, *g_outs: Tensor):  # noqa: D102
-        ext, idx, h2, scale, *saved = ctx.saved_tensors
-        L = ctx.L
-        nf, W = idx.shape
+        ext, *rest = ctx.saved_tensors
+        tensors, saved = rest[: ctx.n_tensors], rest[ctx.n_tensors:]
+        nones = (None,) * (1 + ctx.n_tensors)
         if torch.is_grad_enabled():
             # create_graph=True (e.g. Hessian-vector products of the theta-IS warmup):
             # differentiate the plain autograd composition so that the gradient is
             # itself differentiable.
-            coef = (2 * h2).expand(nf, W, 2)
-            return _recompute_grad(
-                lambda e: torch.fft.rfft(wavelet_modulus(e, idx, coef, L, True)), ext, torch.cat(g_outs, dim=1)
-            ), None, None, None, None
-        B = ext.shape[0]
+            def plain(e: Tensor) -> Tensor:
+                parts = []
+                for gi, (_, L) in enumerate(ctx.specs):
+                    idx, h2 = tensors[2 * gi], tensors[2 * gi + 1]
+                    nf, W = idx.shape
+                    parts.append(torch.fft.rfft(wavelet_modulus(e, idx, (2 * h2).expand(nf, W, 2), L, True)))
+                return torch.cat([pp.flatten(1) for pp in parts], dim=1)
+
+            flat = torch.cat([g.flatten(1) for g in g_outs], dim=1)
+            return (_recompute_grad(plain, ext, flat), *nones)
         gext = torch.zeros_like(ext)
-        for ci, (f0, f1) in enumerate(ctx.chunks):
-            p, u = saved[2 * ci], saved[2 * ci + 1]
-            # adjoint of rfft (real input): L * irfft(G with bins 1..L/2-1 halved)
-            gu = torch.fft.irfft(torch.view_as_complex(torch.view_as_real(g_outs[ci]) * scale), n=L)
-            gu.div_(u)  # modulus backward weight g / u  (u >= 1e-12)
-            gp = p * gu  # (2, B, fc, L)
-            del gu
-            # adjoint of irfft at bins 1..W (strictly inside (0, L/2)): (2 / L) * rfft
-            gZ = torch.fft.rfft(gp)[..., 1: W + 1]  # complex (2, B, fc, W)
-            del gp
-            # Z0 = ext * h2 and Z1 = -i Z0  =>  d ext = (dZ0 + i dZ1) * h2
-            gc = torch.add(gZ[0], gZ[1], alpha=1j)  # (B, fc, W)
-            del gZ
-            torch.view_as_real(gc).mul_(h2[f0:f1])
-            if W >= SLICE_GATHER_MIN_WIDTH:
-                for f, st in enumerate(ctx.starts[f0:f1]):
-                    gext[:, st: st + W].add_(gc[:, f])
-            else:
-                gext.index_add_(1, idx[f0:f1].reshape(-1), gc.view(B, -1))
-        return gext.mul_(2.0 / L), None, None, None, None
+        for gi, (starts, L) in enumerate(ctx.specs):
+            o0, no, s0, ns, chunks = ctx.layout[gi]
+            _group_backward(gext, g_outs[o0: o0 + no], saved[s0: s0 + ns], starts, tensors[2 * gi],
+                            tensors[2 * gi + 1], L, chunks)
+        return (gext, *nones)
 
 
-def scalogram_spectrum(ext: Tensor, starts: tuple[int, ...], idx: Tensor, h2: Tensor, L: int,
-                       one_sided: bool) -> list[Tensor]:
-    """``rfft(U1)`` for one first-order group, as consecutive chunks of filters:
-    complex ``(B, nf_c, L // 2 + 1)`` each, ``sum(nf_c) = nf`` (one chunk unless the
-    group is large; joining them would cost a copy of the whole spectrum).
+def scalogram_spectra(ext: Tensor, groups: list[tuple[tuple[int, ...], Tensor, Tensor, int, bool]]
+                      ) -> list[list[Tensor]]:
+    """``rfft(U1)`` of several first-order groups, each as consecutive chunks of
+    filters: complex ``(B, nf_c, L // 2 + 1)`` each, ``sum(nf_c) = nf`` (one chunk
+    unless the group is large; joining them would cost a copy of the whole spectrum).
 
-    ``ext`` is the extended two-sided input spectrum (:func:`extended_spectrum`), the
-    windows start at ``starts`` (``idx[f] = starts[f] + arange(W)``) and ``h2 = h / 2``
-    holds the window values, ``(nf, W, 1)``.  ``one_sided`` groups use the fused
-    :class:`ScalogramGroup`; the others (window too wide for one half of the
-    spectrum) :func:`wavelet_modulus` and a plain ``rfft``.
+    ``ext`` is the extended two-sided input spectrum (:func:`extended_spectrum`); each
+    group is ``(starts, idx, h2, L, one_sided)``: window starts, ``idx[f] = starts[f] +
+    arange(W)``, window values ``h2 = h / 2`` ``(nf, W, 1)``, inverse-FFT length.  The
+    ``one_sided`` groups run in one fused :class:`ScalogramGroups` call; the others
+    (window too wide for one half of the spectrum) through :func:`wavelet_modulus` and
+    a plain ``rfft``.
     """
-    if one_sided:
-        return list(ScalogramGroup.apply(ext, tuple(starts), idx, h2, L))
-    nf, W = idx.shape
-    return [torch.fft.rfft(wavelet_modulus(ext, idx, (2 * h2).expand(nf, W, 2), L, False))]
+    fused = [g for g in groups if g[4]]
+    res: dict[int, list[Tensor]] = {}
+    if fused:
+        specs = tuple((tuple(g[0]), g[3]) for g in fused)
+        tensors = [t for g in fused for t in (g[1], g[2])]
+        outs = ScalogramGroups.apply(ext, specs, *tensors)
+        k = 0
+        for gi, g in enumerate(groups):
+            if g[4]:
+                n = len(_filter_chunks(ext.shape[0], g[1].shape[0], g[3]))
+                res[gi] = list(outs[k: k + n])
+                k += n
+    for gi, (starts, idx, h2, L, one_sided) in enumerate(groups):
+        if not one_sided:
+            nf, W = idx.shape
+            res[gi] = [torch.fft.rfft(wavelet_modulus(ext, idx, (2 * h2).expand(nf, W, 2), L, False))]
+    return [res[gi] for gi in range(len(groups))]
 
 
 def first_order_time_average(u1_hat: Tensor, phi_idx: Tensor, phi_coef: Tensor) -> Tensor:

@@ -276,11 +276,11 @@ class JTFS(ScatteringTransform):
         x_hat = torch.fft.rfft(core.reflect_pad(xb, self.pad_left, self.pad_right))
         return core.extended_spectrum(x_hat, self.N_pad, self._ext_extra)
 
-    def _u1_hat(self, ext: Tensor, g: _Group) -> list[Tensor]:
-        """``rfft(U1)`` for group ``g`` as chunks of consecutive filters, complex
-        ``(B, nf_c, L // 2 + 1)`` each (see :func:`core.scalogram_spectrum`)."""
-        return core.scalogram_spectrum(ext, g.win_start, getattr(self, f"_g{g.k}_idx"),
-                                       getattr(self, f"_g{g.k}_h2"), g.L, g.one_sided)
+    def _u1_hats(self, ext: Tensor, groups: list[_Group]) -> list[list[Tensor]]:
+        """``rfft(U1)`` for each group, as chunks of consecutive filters, complex
+        ``(B, nf_c, L // 2 + 1)`` each (see :func:`core.scalogram_spectra`)."""
+        return core.scalogram_spectra(ext, [(g.win_start, getattr(self, f"_g{g.k}_idx"), getattr(self, f"_g{g.k}_h2"),
+                                             g.L, g.one_sided) for g in groups])
 
     def _second_rows(self, u1_hats: list[list[Tensor]], sp: _Second) -> Tensor:
         n2 = sp.n2
@@ -320,7 +320,7 @@ class JTFS(ScatteringTransform):
         n2, nf = self._paths[i]
         sp = self._second[n2]
         x_hat = self._input_spectrum(xb)
-        u1_hats = [self._u1_hat(x_hat, g) for g in self._groups[: sp.n_groups]]
+        u1_hats = self._u1_hats(x_hat, self._groups[: sp.n_groups])
         y2 = self._second_rows(u1_hats, sp)
         cols = self._cols(crop_time)
         r0, r1 = sp.row_start[nf], sp.row_stop[nf]
@@ -345,7 +345,7 @@ class JTFS(ScatteringTransform):
         xb, batch_shape = self._prepare(x)
         x_hat = self._input_spectrum(xb)
         max_groups = max(sp.n_groups for sp in self._second.values())
-        u1_hats = [self._u1_hat(x_hat, g) for g in self._groups[:max_groups]]
+        u1_hats = self._u1_hats(x_hat, self._groups[:max_groups])
         out = self._all_paths(u1_hats, self._cols(crop_time))
         return out.reshape(*batch_shape, *out.shape[-3:])
 
@@ -354,7 +354,7 @@ class JTFS(ScatteringTransform):
         ``(*batch, n_first, F_out, T_out)``."""
         xb, batch_shape = self._prepare(x)
         x_hat = self._input_spectrum(xb)
-        u1_hats = [self._u1_hat(x_hat, g) for g in self._groups]
+        u1_hats = self._u1_hats(x_hat, self._groups)
         out = self._first_order(u1_hats, self._cols(crop_time))
         return out.reshape(*batch_shape, *out.shape[-3:])
 
@@ -375,7 +375,7 @@ class JTFS(ScatteringTransform):
         T_out)``: first-order channels ``(n_fr,)``, ``n_fr = 0..K``, then all paths."""
         xb, batch_shape = self._prepare(x)
         x_hat = self._input_spectrum(xb)
-        u1_hats = [self._u1_hat(x_hat, g) for g in self._groups]
+        u1_hats = self._u1_hats(x_hat, self._groups)
         cols = self._cols(crop_time)
         out = torch.cat([self._first_order(u1_hats, cols), self._all_paths(u1_hats, cols)], dim=1)
         return out.reshape(*batch_shape, *out.shape[-3:])
