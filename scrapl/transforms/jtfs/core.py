@@ -168,7 +168,13 @@ SCALOGRAM_CHUNK_FLOATS: int = 1 << 20
 
 #: Windows at least this wide are gathered with one slice per filter (a strided
 #: multiply straight into the inverse-FFT input); narrower ones with one index gather.
+#: CPU only: on an accelerator, where every operation is a kernel launch, the single
+#: gather is used throughout.
 SLICE_GATHER_MIN_WIDTH: int = 1024
+
+
+def _use_slices(ext: Tensor, W: int) -> bool:
+    return ext.device.type == "cpu" and W >= SLICE_GATHER_MIN_WIDTH
 
 
 def extended_spectrum(x_hat: Tensor, n_pad: int, extra: int) -> Tensor:
@@ -183,9 +189,12 @@ def extended_spectrum(x_hat: Tensor, n_pad: int, extra: int) -> Tensor:
     return torch.cat((full, full[:, :extra]), dim=-1)
 
 
-def _filter_chunks(B: int, nf: int, L: int) -> list[tuple[int, int]]:
+def _filter_chunks(B: int, nf: int, L: int, device: torch.device) -> list[tuple[int, int]]:
     """Ranges ``(f0, f1)`` of filters whose ``(2, B, f1 - f0, L)`` planes fit
-    :data:`SCALOGRAM_CHUNK_FLOATS` floats (at least one filter per chunk)."""
+    :data:`SCALOGRAM_CHUNK_FLOATS` floats (at least one filter per chunk).  On an
+    accelerator (kernel launches dominate, memory is plentiful) one chunk."""
+    if device.type != "cpu":
+        return [(0, nf)]
     fc = max(1, SCALOGRAM_CHUNK_FLOATS // max(1, 2 * B * L))
     return [(f0, min(nf, f0 + fc)) for f0 in range(0, nf, fc)]
 
@@ -206,7 +215,7 @@ def _fill_window(Z: Tensor, ext: Tensor, starts: tuple[int, ...], idx: Tensor, h
     complex view ``(2, B, nf, Lh)``."""
     W = idx.shape[1]
     z0 = Z[0, :, :, 1: W + 1]
-    if W >= SLICE_GATHER_MIN_WIDTH:
+    if _use_slices(ext, W):
         e_r = torch.view_as_real(ext)
         for f, st in enumerate(starts):
             torch.mul(e_r[:, st: st + W], h2[f], out=z0[:, f])
@@ -232,7 +241,7 @@ def _group_forward(ext: Tensor, starts: tuple[int, ...], idx: Tensor, h2: Tensor
     tensors the backward needs (``p, u`` per chunk, when ``save``) and the chunks."""
     nf, W = idx.shape
     Lh = L // 2 + 1
-    chunks = _filter_chunks(ext.shape[0], nf, L)
+    chunks = _filter_chunks(ext.shape[0], nf, L, ext.device)
     outs: list[Tensor] = []
     saved: list[Tensor] = []
     Z = None
@@ -270,7 +279,7 @@ def _group_backward(gext: Tensor, g_outs: tuple[Tensor, ...], saved: list[Tensor
         gc = torch.add(gZ[0], gZ[1], alpha=1j)  # (B, fc, W)
         del gZ
         torch.view_as_real(gc).mul_(h2[f0:f1] * (2.0 / L))
-        if W >= SLICE_GATHER_MIN_WIDTH:
+        if _use_slices(gext, W):
             for f, st in enumerate(starts[f0:f1]):
                 gext[:, st: st + W].add_(gc[:, f])
         else:
@@ -372,7 +381,7 @@ def scalogram_spectra(ext: Tensor, groups: list[tuple[tuple[int, ...], Tensor, T
         k = 0
         for gi, g in enumerate(groups):
             if g[4]:
-                n = len(_filter_chunks(ext.shape[0], g[1].shape[0], g[3]))
+                n = len(_filter_chunks(ext.shape[0], g[1].shape[0], g[3], ext.device))
                 res[gi] = list(outs[k: k + n])
                 k += n
     for gi, (starts, idx, h2, L, one_sided) in enumerate(groups):
@@ -486,9 +495,12 @@ ACCUMULATE_BLOCK: int = 1024
 FREQ_CHUNK_FLOATS: int = 1 << 19
 
 
-def _chunk_size(batch: int, rows: int, length: int) -> int:
+def _chunk_size(batch: int, rows: int, length: int, device: torch.device) -> int:
     """Time columns per chunk so that ``batch * rows * chunk`` stays near
-    :data:`FREQ_CHUNK_FLOATS` (a power of two, at least 64)."""
+    :data:`FREQ_CHUNK_FLOATS` (a power of two, at least 64); the whole length on an
+    accelerator."""
+    if device.type != "cpu":
+        return length
     ch = max(64, FREQ_CHUNK_FLOATS // max(1, batch * rows))
     ch = 1 << (ch.bit_length() - 1)  # power of two
     return min(length, ch)
@@ -531,7 +543,7 @@ class FreqScatterModulusAverage(torch.autograd.Function):
         B, n, T2 = y2.shape
         R = M.shape[0] // 2
         Tc = A.shape[1]
-        ch = _chunk_size(B, 2 * R, T2)
+        ch = _chunk_size(B, 2 * R, T2, y2.device)
         out = A.new_zeros(B * R, Tc)
         ybuf = A.new_empty(B, 2 * R, ch)
         ubuf = A.new_empty(B, R, ch)
