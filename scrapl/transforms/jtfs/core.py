@@ -13,6 +13,8 @@ the zero-padded regions never produce NaN gradients.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -199,10 +201,27 @@ def _filter_chunks(B: int, nf: int, L: int, device: torch.device) -> list[tuple[
     return [(f0, min(nf, f0 + fc)) for f0 in range(0, nf, fc)]
 
 
-def _empty_planes(ext: Tensor, nf: int, Lh: int, W: int) -> Tensor:
-    """Real view ``(2, B, nf, Lh, 2)`` of the inverse-FFT inputs, zero outside bins
-    ``1..W`` (which :func:`_fill_window` overwrites)."""
-    Z = ext.real.new_empty(2, ext.shape[0], nf, Lh, 2)
+class _Scratch:
+    """Flat scratch buffers reused by the chunks and groups of one backward call (the
+    element-wise products need no fresh, page-faulting allocation per chunk)."""
+
+    def __init__(self, ref: Tensor) -> None:
+        self.ref = ref
+        self.bufs: dict[str, Tensor] = {}
+
+    def take(self, name: str, *shape: int) -> Tensor:
+        n = math.prod(shape)
+        buf = self.bufs.get(name)
+        if buf is None or buf.numel() < n:
+            buf = self.ref.new_empty(n)
+            self.bufs[name] = buf
+        return buf[:n].view(shape)
+
+
+def _empty_planes(ext: Tensor, nf: int, Lh: int, W: int, scratch: _Scratch) -> Tensor:
+    """Real view ``(2, B, nf, Lh, 2)`` of the inverse-FFT inputs (in ``scratch``), zero
+    outside bins ``1..W`` (which :func:`_fill_window` overwrites)."""
+    Z = scratch.take("Z", 2, ext.shape[0], nf, Lh, 2)
     Z[:, :, :, 0].zero_()
     Z[:, :, :, W + 1:].zero_()
     return Z
@@ -235,8 +254,8 @@ def _rfft_adjoint_scale(L: int, ref: Tensor) -> Tensor:
     return scale
 
 
-def _group_forward(ext: Tensor, starts: tuple[int, ...], idx: Tensor, h2: Tensor, L: int,
-                   save: bool) -> tuple[list[Tensor], list[Tensor], list[tuple[int, int]]]:
+def _group_forward(ext: Tensor, starts: tuple[int, ...], idx: Tensor, h2: Tensor, L: int, save: bool,
+                   scratch: _Scratch) -> tuple[list[Tensor], list[Tensor], list[tuple[int, int]]]:
     """Forward of one group (see :class:`ScalogramGroups`): the chunk spectra, the
     tensors the backward needs (``p, u`` per chunk, when ``save``) and the chunks."""
     nf, W = idx.shape
@@ -247,9 +266,10 @@ def _group_forward(ext: Tensor, starts: tuple[int, ...], idx: Tensor, h2: Tensor
     Z = None
     for f0, f1 in chunks:
         if Z is None or Z.shape[2] != f1 - f0:  # equal chunks share the zeroed planes
-            Z = _empty_planes(ext, f1 - f0, Lh, W)
+            Z = _empty_planes(ext, f1 - f0, Lh, W, scratch)
         p = torch.fft.irfft(_fill_window(Z, ext, starts[f0:f1], idx[f0:f1], h2[f0:f1]), n=L)  # (2, B, fc, L)
-        u = torch.mul(p[0], p[0])
+        # u is kept for the backward pass, else it is scratch
+        u = torch.mul(p[0], p[0]) if save else torch.mul(p[0], p[0], out=scratch.take("u", *p.shape[1:]))
         u.addcmul_(p[1], p[1]).sqrt_().add_(MODULUS_FLOOR)
         outs.append(torch.fft.rfft(u))
         if save:
@@ -258,7 +278,7 @@ def _group_forward(ext: Tensor, starts: tuple[int, ...], idx: Tensor, h2: Tensor
 
 
 def _group_backward(gext: Tensor, g_outs: tuple[Tensor, ...], saved: list[Tensor], starts: tuple[int, ...],
-                    idx: Tensor, h2: Tensor, L: int, chunks: list[tuple[int, int]]) -> None:
+                    idx: Tensor, h2: Tensor, L: int, chunks: list[tuple[int, int]], scratch: _Scratch) -> None:
     """Add one group's gradient with respect to ``ext`` to ``gext`` (see
     :class:`ScalogramGroups`)."""
     B = gext.shape[0]
@@ -267,9 +287,11 @@ def _group_backward(gext: Tensor, g_outs: tuple[Tensor, ...], saved: list[Tensor
     for ci, (f0, f1) in enumerate(chunks):
         p, u = saved[2 * ci], saved[2 * ci + 1]
         # adjoint of rfft (real input): L * irfft(G with bins 1..L/2-1 halved)
-        gu = torch.fft.irfft(torch.view_as_complex(torch.view_as_real(g_outs[ci]) * scale), n=L)
+        g_r = torch.view_as_real(g_outs[ci])
+        gs = torch.mul(g_r, scale, out=scratch.take("g", *g_r.shape))
+        gu = torch.fft.irfft(torch.view_as_complex(gs), n=L)
         gu.div_(u)  # modulus backward weight g / u  (u >= 1e-12)
-        gp = p * gu  # (2, B, fc, L)
+        gp = torch.mul(p, gu, out=scratch.take("p", *p.shape))  # (2, B, fc, L)
         del gu
         # adjoint of irfft at bins 1..W (strictly inside (0, L/2)): (2 / L) * rfft
         gZ = torch.fft.rfft(gp)[..., 1: W + 1]  # complex (2, B, fc, W)
@@ -321,9 +343,10 @@ class ScalogramGroups(torch.autograd.Function):
         outs: list[Tensor] = []
         saved: list[Tensor] = []
         layout = []
+        scratch = _Scratch(ext.real)
         for gi, (starts, L) in enumerate(specs):
             idx, h2 = tensors[2 * gi], tensors[2 * gi + 1]
-            o, sv, chunks = _group_forward(ext, starts, idx, h2, L, save)
+            o, sv, chunks = _group_forward(ext, starts, idx, h2, L, save, scratch)
             layout.append((len(outs), len(o), len(saved), len(sv), chunks))
             outs += o
             saved += sv
@@ -352,10 +375,11 @@ class ScalogramGroups(torch.autograd.Function):
             flat = torch.cat([g.flatten(1) for g in g_outs], dim=1)
             return (_recompute_grad(plain, ext, flat), *nones)
         gext = torch.zeros_like(ext)
+        scratch = _Scratch(ext.real)
         for gi, (starts, L) in enumerate(ctx.specs):
             o0, no, s0, ns, chunks = ctx.layout[gi]
             _group_backward(gext, g_outs[o0: o0 + no], saved[s0: s0 + ns], starts, tensors[2 * gi],
-                            tensors[2 * gi + 1], L, chunks)
+                            tensors[2 * gi + 1], L, chunks, scratch)
         return (gext, *nones)
 
 
