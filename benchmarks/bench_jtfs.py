@@ -26,7 +26,7 @@ allocator, FFT plans, autograd buffers).
 
 Run::
 
-    python benchmarks/bench_jtfs.py [--threads 2] [--batch 4] [--repeat 3]
+    python benchmarks/bench_jtfs.py [--threads 2] [--batch 4] [--repeat 5]
         [--ref-python /work/refenv/bin/python] [--no-ref] [--no-full]
         [--json benchmarks/results/bench_jtfs.json]
 """
@@ -200,7 +200,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="cpu or cuda (GPU peak memory from torch.cuda's counters)")
     ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ref-python", default="/work/refenv/bin/python")
     ap.add_argument("--no-ref", action="store_true", help="skip the reference measurements")

@@ -257,7 +257,8 @@ def _rfft_adjoint_scale(L: int, ref: Tensor) -> Tensor:
 def _group_forward(ext: Tensor, starts: tuple[int, ...], idx: Tensor, h2: Tensor, L: int, save: bool,
                    scratch: _Scratch) -> tuple[list[Tensor], list[Tensor], list[tuple[int, int]]]:
     """Forward of one group (see :class:`ScalogramGroups`): the chunk spectra, the
-    tensors the backward needs (``p, u`` per chunk, when ``save``) and the chunks."""
+    tensors the backward needs (the phasor ``p / u`` per chunk, when ``save``) and the
+    chunks."""
     nf, W = idx.shape
     Lh = L // 2 + 1
     chunks = _filter_chunks(ext.shape[0], nf, L, ext.device)
@@ -268,12 +269,11 @@ def _group_forward(ext: Tensor, starts: tuple[int, ...], idx: Tensor, h2: Tensor
         if Z is None or Z.shape[2] != f1 - f0:  # equal chunks share the zeroed planes
             Z = _empty_planes(ext, f1 - f0, Lh, W, scratch)
         p = torch.fft.irfft(_fill_window(Z, ext, starts[f0:f1], idx[f0:f1], h2[f0:f1]), n=L)  # (2, B, fc, L)
-        # u is kept for the backward pass, else it is scratch
-        u = torch.mul(p[0], p[0]) if save else torch.mul(p[0], p[0], out=scratch.take("u", *p.shape[1:]))
+        u = torch.mul(p[0], p[0], out=scratch.take("u", *p.shape[1:]))
         u.addcmul_(p[1], p[1]).sqrt_().add_(MODULUS_FLOOR)
         outs.append(torch.fft.rfft(u))
-        if save:
-            saved += [p, u]
+        if save:  # the backward needs the phasor p / u only (u >= 1e-12)
+            saved.append(p.div_(u))
     return outs, saved, chunks
 
 
@@ -285,13 +285,12 @@ def _group_backward(gext: Tensor, g_outs: tuple[Tensor, ...], saved: list[Tensor
     W = idx.shape[1]
     scale = _rfft_adjoint_scale(L, gext)
     for ci, (f0, f1) in enumerate(chunks):
-        p, u = saved[2 * ci], saved[2 * ci + 1]
+        phasor = saved[ci]  # p / u
         # adjoint of rfft (real input): L * irfft(G with bins 1..L/2-1 halved)
         g_r = torch.view_as_real(g_outs[ci])
         gs = torch.mul(g_r, scale, out=scratch.take("g", *g_r.shape))
         gu = torch.fft.irfft(torch.view_as_complex(gs), n=L)
-        gu.div_(u)  # modulus backward weight g / u  (u >= 1e-12)
-        gp = torch.mul(p, gu, out=scratch.take("p", *p.shape))  # (2, B, fc, L)
+        gp = torch.mul(phasor, gu, out=scratch.take("p", *phasor.shape))  # modulus backward g p / u: (2, B, fc, L)
         del gu
         # adjoint of irfft at bins 1..W (strictly inside (0, L/2)): (2 / L) * rfft
         gZ = torch.fft.rfft(gp)[..., 1: W + 1]  # complex (2, B, fc, W)
@@ -326,7 +325,7 @@ class ScalogramGroups(torch.autograd.Function):
     have a bounded size and no large spectrum is assembled.  All groups share one
     gradient buffer for ``ext``.  The backward applies the adjoints of these maps
     directly.  The modulus gradient is ``g * p / u``; ``u >= 1e-12 > 0`` so no zero
-    guard is needed.
+    guard is needed, and only the phasor ``p / u`` is kept for it.
 
     Args (of ``apply``): ``ext`` complex ``(B, E)``; ``specs`` a tuple of
     ``(starts, L)`` per group (window starts in ``ext``, inverse-FFT length with
