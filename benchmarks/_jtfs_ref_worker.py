@@ -6,6 +6,8 @@ Usage::
     python _jtfs_ref_worker.py '<json spec>'
 
 The spec holds ``mode`` (``"path"``: one-path SCRAPLLoss step per listed path;
+``"serve"``: the same, one path per request line on stdin, so that the caller can
+interleave its own measurements;
 ``"full"``: full JTFS distance + backward; ``"mem_path"`` / ``"mem_full"``: one such
 step with its peak-memory increase), the JTFS ``config``, ``batch``, ``threads``,
 ``paths``, ``repeat`` and ``seed``.  Prints one JSON line: times in seconds, memory
@@ -78,7 +80,7 @@ def main() -> None:
         return _rss_status()["VmHWM"] - base
     mode = spec["mode"]
     result: dict = {"mode": mode}
-    if mode in ("path", "mem_path"):
+    if mode in ("path", "mem_path", "serve"):
         loss = SCRAPLLoss(shape=N, J=c["J"], Q1=c["Q1"], Q2=c["Q2"], J_fr=c["J_fr"], Q_fr=c["Q_fr"], T=c.get("T"),
                           F=c.get("F")).to(dev)
 
@@ -86,6 +88,27 @@ def main() -> None:
             x = x0.clone().requires_grad_(True)
             loss(x, xt, path_idx=i).backward()
 
+        def timed(i: int) -> float:
+            ts = []
+            for _ in range(int(spec["repeat"])):
+                sync()
+                t = time.perf_counter()
+                step(i)
+                sync()
+                ts.append(time.perf_counter() - t)
+            return statistics.median(ts)
+
+        if mode == "serve":
+            # interleaved with the caller's own measurements: one request per line,
+            # {"path": i} -> {"path": i, "time": median seconds}; an empty line ends
+            step(spec["paths"][0])  # warm-up
+            print(json.dumps({"ready": True}), flush=True)
+            for line in sys.stdin:
+                if not line.strip():
+                    break
+                i = int(json.loads(line)["path"])
+                print(json.dumps({"path": i, "time": timed(i)}), flush=True)
+            return
         if mode == "mem_path":
             step(spec["paths"][0])
             result["peak_bytes"] = peak(lambda: step(spec["paths"][0]))

@@ -13,6 +13,8 @@ Measured on the paper configuration (J=12, Q1=8, Q2=2, J_fr=3, Q_fr=2, N=32768),
     path_idx=i).backward()``, run in the reference interpreter
     (``benchmarks/_jtfs_ref_worker.py``), same inputs and paths;
 (c) ``auraloss.freq.MultiResolutionSTFTLoss()`` forward + backward on the same batch;
+    (a), (b) and (c) are interleaved path by path (the reference in a persistent worker
+    process), so that slow drifts of a shared machine affect all three alike;
 (d) **full transform** distance + backward (all channels of the joint output), ours vs
     the reference ``TimeFrequencyScattering``, batch 1 (the reference takes tens of
     seconds: few repeats).
@@ -228,15 +230,10 @@ def main() -> None:
     res: dict = {"config": cfg, "batch": B, "threads": args.threads, "device": dev, "paths": paths,
                  "weights": weights, "machine": machine, "torch": torch.__version__}
 
-    # (a) ours, one-path step
-    _path_step(loss, x0, xt, paths[0])
-    ours = {str(i): _median_time(lambda: _path_step(loss, x0, xt, i), args.repeat, device=dev) for i in paths}
-    res["ours_path"] = ours
-    so = _summary(ours, paths, weights)
-    print(f"ours one-path step (batch {B}): expected {1e3 * so['expected']:.1f} ms per step under uniform "
-          f"sampling, median {1e3 * so['median']:.1f} ms ({len(paths)} temporal scales)", flush=True)
-
-    # (c) auraloss
+    # (a)-(c), interleaved: for each path ours, then the reference (a persistent worker
+    # process), then auraloss, so that the machine's slow drifts hit all three alike
+    spec = {"config": cfg, "batch": B, "threads": args.threads, "paths": paths, "repeat": args.repeat,
+            "seed": args.seed + 1, "device": dev}
     try:
         import auraloss
 
@@ -245,17 +242,44 @@ def main() -> None:
         def aura() -> None:
             x = x0.clone().requires_grad_(True)
             mrstft(x, xt).backward()
-
-        res["auraloss_mrstft"] = _median_time(aura, max(args.repeat, 5), device=dev)
-        print(f"auraloss MultiResolutionSTFTLoss step: {1e3 * res['auraloss_mrstft']:.1f} ms", flush=True)
     except ImportError:  # pragma: no cover
-        res["auraloss_mrstft"] = None
-
-    # (b) reference one-path step
-    spec = {"config": cfg, "batch": B, "threads": args.threads, "paths": paths, "repeat": args.repeat,
-            "seed": args.seed + 1, "device": dev}
+        aura = None
+    server = None
     if not args.no_ref:
-        ref = _run_ref(args.ref_python, {**spec, "mode": "path"}, timeout=3600)["times"]
+        server = subprocess.Popen([args.ref_python, WORKER, json.dumps({**spec, "mode": "serve"})],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                  env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        if json.loads(server.stdout.readline()).get("ready") is not True:  # pragma: no cover
+            raise RuntimeError("reference worker did not start")
+    _path_step(loss, x0, xt, paths[0])
+    ours: dict[str, float] = {}
+    ref: dict[str, float] = {}
+    aura_times: list[float] = []
+    for i in paths:
+        # a pause before each measurement: the other process's OpenMP threads spin for
+        # a while after their last parallel region and would steal the cores
+        time.sleep(0.2)
+        ours[str(i)] = _median_time(lambda: _path_step(loss, x0, xt, i), args.repeat, device=dev)
+        time.sleep(0.2)
+        if server is not None:
+            server.stdin.write(json.dumps({"path": i}) + "\n")
+            server.stdin.flush()
+            ref[str(i)] = float(json.loads(server.stdout.readline())["time"])
+        if aura is not None:
+            time.sleep(0.2)
+            aura_times.append(_median_time(aura, args.repeat, device=dev))
+    if server is not None:
+        server.stdin.write("\n")
+        server.stdin.flush()
+        server.wait(timeout=60)
+    res["ours_path"] = ours
+    so = _summary(ours, paths, weights)
+    print(f"ours one-path step (batch {B}): expected {1e3 * so['expected']:.1f} ms per step under uniform "
+          f"sampling, median {1e3 * so['median']:.1f} ms ({len(paths)} temporal scales)", flush=True)
+    res["auraloss_mrstft"] = statistics.median(aura_times) if aura_times else None
+    if aura_times:
+        print(f"auraloss MultiResolutionSTFTLoss step: {1e3 * res['auraloss_mrstft']:.1f} ms", flush=True)
+    if ref:
         res["ref_path"] = ref
         sr = _summary(ref, paths, weights)
         print(f"reference one-path step: expected {1e3 * sr['expected']:.1f} ms, median {1e3 * sr['median']:.1f} ms",
