@@ -31,8 +31,10 @@ __all__ = [
     "planar_modulus",
     "reflect_pad",
     "ScalogramGroups",
+    "ScalogramSecondOrder",
     "scalogram_spectra",
     "SecondOrderSpectrum",
+    "second_order_inverse",
     "second_order_rows",
     "time_average",
     "wavelet_modulus",
@@ -277,17 +279,18 @@ def _group_forward(ext: Tensor, starts: tuple[int, ...], idx: Tensor, h2: Tensor
     return outs, saved, chunks
 
 
-def _group_backward(gext: Tensor, g_outs: tuple[Tensor, ...], saved: list[Tensor], starts: tuple[int, ...],
+def _group_backward(gext: Tensor, g_of, saved: list[Tensor], starts: tuple[int, ...],
                     idx: Tensor, h2: Tensor, L: int, chunks: list[tuple[int, int]], scratch: _Scratch) -> None:
     """Add one group's gradient with respect to ``ext`` to ``gext`` (see
-    :class:`ScalogramGroups`)."""
+    :class:`ScalogramGroups`); ``g_of(ci, f0, f1)`` gives the gradient with respect to
+    chunk ``ci``'s spectrum, complex ``(B, f1 - f0, L // 2 + 1)``."""
     B = gext.shape[0]
     W = idx.shape[1]
     scale = _rfft_adjoint_scale(L, gext)
     for ci, (f0, f1) in enumerate(chunks):
         phasor = saved[ci]  # p / u
         # adjoint of rfft (real input): L * irfft(G with bins 1..L/2-1 halved)
-        g_r = torch.view_as_real(g_outs[ci])
+        g_r = torch.view_as_real(g_of(ci, f0, f1))
         gs = torch.mul(g_r, scale, out=scratch.take("g", *g_r.shape))
         gu = torch.fft.irfft(torch.view_as_complex(gs), n=L)
         gp = torch.mul(phasor, gu, out=scratch.take("p", *phasor.shape))  # modulus backward g p / u: (2, B, fc, L)
@@ -377,8 +380,116 @@ class ScalogramGroups(torch.autograd.Function):
         scratch = _Scratch(ext.real)
         for gi, (starts, L) in enumerate(ctx.specs):
             o0, no, s0, ns, chunks = ctx.layout[gi]
-            _group_backward(gext, g_outs[o0: o0 + no], saved[s0: s0 + ns], starts, tensors[2 * gi],
-                            tensors[2 * gi + 1], L, chunks, scratch)
+            _group_backward(gext, lambda ci, f0, f1, o0=o0: g_outs[o0 + ci], saved[s0: s0 + ns], starts,
+                            tensors[2 * gi], tensors[2 * gi + 1], L, chunks, scratch)
+        return (gext, *nones)
+
+
+def _gather_window(out_r: Tensor, spec: Tensor, coef: Tensor, segs: tuple) -> None:
+    """``out_r[:, :, dst:dst+n] = view_as_real(spec[..., src:src+n]) * coef[dst:dst+n]``
+    for every run of ``segs`` (see :class:`SecondOrderSpectrum`)."""
+    for src, dst, n, desc in segs:
+        piece = spec[..., src: src + n]
+        if desc:
+            piece = piece.flip(-1)
+        torch.mul(torch.view_as_real(piece), coef[dst: dst + n], out=out_r[:, :, dst: dst + n])
+
+
+class ScalogramSecondOrder(torch.autograd.Function):
+    """:class:`ScalogramGroups` followed by :class:`SecondOrderSpectrum` for one
+    second-order filter, fused: each chunk's scalogram spectrum is consumed at once
+    (its window gathered into the output) instead of being kept, and in the backward
+    pass the gradient of a chunk's spectrum, zero outside the window, is built in one
+    reused buffer.  Same result as the two functions in sequence.
+
+    Args (of ``apply``): ``ext``; ``specs`` a tuple of ``(starts, L, segments)`` per
+    group (``segments``: the runs of :class:`SecondOrderSpectrum`); ``width`` the
+    output's number of columns; then ``idx_0, h2_0, coef_0, idx_1, h2_1, coef_1, ...``
+    (``coef``: the second-order window coefficients, ``(width_win, 2)``).
+
+    Returns:
+        complex ``(B, n_rows, width)``, ``n_rows`` the total number of filters.
+    """
+
+    @staticmethod
+    def forward(ctx, ext: Tensor, specs: tuple, width: int, *tensors: Tensor) -> Tensor:  # noqa: D102
+        save = ctx.needs_input_grad[0]
+        B = ext.shape[0]
+        n_rows = sum(tensors[3 * gi].shape[0] for gi in range(len(specs)))
+        out = ext.new_zeros(B, n_rows, width)
+        out_r = torch.view_as_real(out)
+        scratch = _Scratch(ext.real)
+        saved: list[Tensor] = []
+        layout = []
+        r0 = 0
+        for gi, (starts, L, segs) in enumerate(specs):
+            idx, h2, coef = tensors[3 * gi: 3 * gi + 3]
+            nf, W = idx.shape
+            Lh = L // 2 + 1
+            chunks = _filter_chunks(B, nf, L, ext.device)
+            layout.append((r0, len(saved), chunks))
+            Z = None
+            for f0, f1 in chunks:
+                if Z is None or Z.shape[2] != f1 - f0:
+                    Z = _empty_planes(ext, f1 - f0, Lh, W, scratch)
+                p = torch.fft.irfft(_fill_window(Z, ext, starts[f0:f1], idx[f0:f1], h2[f0:f1]), n=L)
+                u = torch.mul(p[0], p[0], out=scratch.take("u", *p.shape[1:]))
+                u.addcmul_(p[1], p[1]).sqrt_().add_(MODULUS_FLOOR)
+                _gather_window(out_r[:, r0 + f0: r0 + f1], torch.fft.rfft(u), coef, segs)
+                if save:
+                    saved.append(p.div_(u))
+            r0 += nf
+        if save:
+            ctx.save_for_backward(ext, *tensors, *saved)
+            ctx.specs, ctx.layout, ctx.n_tensors, ctx.width = specs, layout, len(tensors), width
+        return out
+
+    @staticmethod
+    def backward(ctx, g: Tensor):  # noqa: D102
+        ext, *rest = ctx.saved_tensors
+        tensors, saved = rest[: ctx.n_tensors], rest[ctx.n_tensors:]
+        nones = (None,) * (2 + ctx.n_tensors)
+        if torch.is_grad_enabled():  # create_graph=True: differentiable recomputation
+            def plain(e: Tensor) -> Tensor:
+                spectra, coefs, segments = [], [], []
+                for gi, (_, L, segs) in enumerate(ctx.specs):
+                    idx, h2, coef = tensors[3 * gi: 3 * gi + 3]
+                    nf, W = idx.shape
+                    spectra.append(torch.fft.rfft(wavelet_modulus(e, idx, (2 * h2).expand(nf, W, 2), L, True)))
+                    coefs.append(coef)
+                    segments.append(segs)
+                return SecondOrderSpectrum.apply(tuple(coefs), tuple(segments), ctx.width, *spectra)
+
+            return (_recompute_grad(plain, ext, g), *nones)
+        g_r = torch.view_as_real(g)
+        B = g.shape[0]
+        gext = torch.zeros_like(ext)
+        scratch = _Scratch(ext.real)
+        for gi, (starts, L, segs) in enumerate(ctx.specs):
+            idx, h2, coef = tensors[3 * gi: 3 * gi + 3]
+            r0, s0, chunks = ctx.layout[gi]
+            Lh = L // 2 + 1
+            lo = min(src for src, _, _, _ in segs)
+            hi = max(src + n for src, _, n, _ in segs)
+            state: dict = {}
+
+            def g_of(ci: int, f0: int, f1: int, r0=r0, segs=segs, coef=coef, Lh=Lh, lo=lo, hi=hi, state=state) -> Tensor:
+                # gradient of the chunk's spectrum: zero outside the window's bins
+                # [lo, hi); the buffer is zeroed whole once per shape, then only there
+                G = scratch.take("G", B, f1 - f0, Lh, 2)
+                if state.get("shape") != G.shape:
+                    G.zero_()
+                    state["shape"] = G.shape
+                else:
+                    G[:, :, lo:hi].zero_()
+                for src, dst, n, desc in segs:
+                    piece = g_r[:, r0 + f0: r0 + f1, dst: dst + n] * coef[dst: dst + n]
+                    if desc:
+                        piece = piece.flip(-2)
+                    G[:, :, src: src + n].add_(piece)
+                return torch.view_as_complex(G)
+
+            _group_backward(gext, g_of, saved[s0: s0 + len(chunks)], starts, idx, h2, L, chunks, scratch)
         return (gext, *nones)
 
 
@@ -498,12 +609,17 @@ def second_order_rows(u1_hats: list[Tensor], coef: list[Tensor], segments: list[
         to all rows.
     """
     W = coef[0].shape[0]
-    if fold is None:
-        spec = SecondOrderSpectrum.apply(tuple(coef), tuple(segments), T2, *u1_hats)
-    else:
-        win = SecondOrderSpectrum.apply(tuple(coef), tuple(segments), W, *u1_hats)
-        spec = win.new_zeros(*win.shape[:-1], T2).index_add_(-1, fold, win)
-    return torch.fft.ifft(spec)  # (B, n1, T2)
+    win = SecondOrderSpectrum.apply(tuple(coef), tuple(segments), T2 if fold is None else W, *u1_hats)
+    return second_order_inverse(win, T2, fold)
+
+
+def second_order_inverse(win: Tensor, T2: int, fold: Tensor | None) -> Tensor:
+    """``ifft`` of gathered second-order windows ``(B, n1, width)`` (see
+    :class:`SecondOrderSpectrum`), folded onto ``T2`` bins first when ``fold`` is
+    given: complex ``(B, n1, T2)``."""
+    if fold is not None:
+        win = win.new_zeros(*win.shape[:-1], T2).index_add_(-1, fold, win)
+    return torch.fft.ifft(win)  # (B, n1, T2)
 
 
 #: Longest inner dimension of one float matrix product accumulating the time

@@ -320,8 +320,18 @@ class JTFS(ScatteringTransform):
         n2, nf = self._paths[i]
         sp = self._second[n2]
         x_hat = self._input_spectrum(xb)
-        u1_hats = self._u1_hats(x_hat, self._groups[: sp.n_groups])
-        y2 = self._second_rows(u1_hats, sp)
+        groups = self._groups[: sp.n_groups]
+        if all(g.one_sided for g in groups):  # fused: no scalogram spectrum is kept
+            specs, tensors = [], []
+            for gi, g in enumerate(groups):
+                specs.append((g.win_start, g.L, sp.segments[gi]))
+                tensors += [getattr(self, f"_g{g.k}_idx"), getattr(self, f"_g{g.k}_h2"),
+                            getattr(self, f"_s{n2}_coef{gi}")]
+            width = sp.T2 if not sp.folded else getattr(self, f"_s{n2}_coef0").shape[0]
+            win = core.ScalogramSecondOrder.apply(x_hat, tuple(specs), width, *tensors)
+            y2 = core.second_order_inverse(win, sp.T2, getattr(self, f"_s{n2}_fold") if sp.folded else None)
+        else:
+            y2 = self._second_rows(self._u1_hats(x_hat, groups), sp)
         cols = self._cols(crop_time)
         r0, r1 = sp.row_start[nf], sp.row_stop[nf]
         M = getattr(self, f"_s{n2}_M")[2 * r0: 2 * r1]
