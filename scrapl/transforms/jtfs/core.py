@@ -30,6 +30,7 @@ __all__ = [
     "freq_scatter_modulus_average",
     "planar_modulus",
     "reflect_pad",
+    "rfft_adjoint_scale",
     "ScalogramGroups",
     "ScalogramSecondOrder",
     "scalogram_spectra",
@@ -181,6 +182,17 @@ def _use_slices(ext: Tensor, W: int) -> bool:
     return ext.device.type == "cpu" and W >= SLICE_GATHER_MIN_WIDTH
 
 
+def _modulus_into(re: Tensor, im: Tensor, out: Tensor) -> Tensor:
+    """``out = sqrt(re^2 + im^2) + 1e-12`` in place (no autograd): on the CPU with
+    multiply-adds (vectorised), elsewhere with one ``hypot`` kernel."""
+    if out.device.type == "cpu":
+        torch.mul(re, re, out=out)
+        out.addcmul_(im, im).sqrt_()
+    else:
+        torch.hypot(re, im, out=out)
+    return out.add_(MODULUS_FLOOR)
+
+
 def extended_spectrum(x_hat: Tensor, n_pad: int, extra: int) -> Tensor:
     """Two-sided spectrum of a real signal from its one-sided one, extended
     circularly: complex ``(B, n_pad + extra)`` with ``out[:, b] = X[b % n_pad]``,
@@ -247,12 +259,15 @@ def _fill_window(Z: Tensor, ext: Tensor, starts: tuple[int, ...], idx: Tensor, h
     return Zc
 
 
-def _rfft_adjoint_scale(L: int, ref: Tensor) -> Tensor:
-    """``(L // 2 + 1, 2)`` weights of the adjoint of ``rfft`` on the real view:
-    ``L / 2`` inside, ``L`` at bin 0 and (for even ``L``) at the Nyquist bin."""
-    scale = torch.full((L // 2 + 1, 2), 0.5 * L, dtype=ref.real.dtype, device=ref.device)
-    scale[0] = L
-    scale[-1] = L if L % 2 == 0 else 0.5 * L
+def rfft_adjoint_scale(L: int, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> Tensor:
+    """``(L // 2 + 1, 2)`` weights of the adjoint of ``rfft`` on the real view, over
+    ``L / 2``: 1 inside, 2 at bin 0 and (for even ``L``) at the Nyquist bin.  The
+    first-order backward multiplies the incoming spectrum gradient by them (the
+    ``L / 2`` is folded into the ``2 / L`` of the inverse FFT's adjoint)."""
+    scale = torch.ones(L // 2 + 1, 2, dtype=dtype, device=device)
+    scale[0] = 2.0
+    if L % 2 == 0:
+        scale[-1] = 2.0
     return scale
 
 
@@ -271,38 +286,38 @@ def _group_forward(ext: Tensor, starts: tuple[int, ...], idx: Tensor, h2: Tensor
         if Z is None or Z.shape[2] != f1 - f0:  # equal chunks share the zeroed planes
             Z = _empty_planes(ext, f1 - f0, Lh, W, scratch)
         p = torch.fft.irfft(_fill_window(Z, ext, starts[f0:f1], idx[f0:f1], h2[f0:f1]), n=L)  # (2, B, fc, L)
-        u = torch.mul(p[0], p[0], out=scratch.take("u", *p.shape[1:]))
-        u.addcmul_(p[1], p[1]).sqrt_().add_(MODULUS_FLOOR)
+        u = _modulus_into(p[0], p[1], scratch.take("u", *p.shape[1:]))
         outs.append(torch.fft.rfft(u))
         if save:  # the backward needs the phasor p / u only (u >= 1e-12)
             saved.append(p.div_(u))
     return outs, saved, chunks
 
 
-def _group_backward(gext: Tensor, g_of, saved: list[Tensor], starts: tuple[int, ...],
-                    idx: Tensor, h2: Tensor, L: int, chunks: list[tuple[int, int]], scratch: _Scratch) -> None:
+def _group_backward(gext: Tensor, g_of, saved: list[Tensor], starts: tuple[int, ...], idx: Tensor, h2: Tensor,
+                    scale: Tensor, L: int, chunks: list[tuple[int, int]], scratch: _Scratch) -> None:
     """Add one group's gradient with respect to ``ext`` to ``gext`` (see
     :class:`ScalogramGroups`); ``g_of(ci, f0, f1)`` gives the gradient with respect to
-    chunk ``ci``'s spectrum, complex ``(B, f1 - f0, L // 2 + 1)``."""
+    chunk ``ci``'s spectrum, complex ``(B, f1 - f0, L // 2 + 1)``; ``scale`` is
+    :func:`rfft_adjoint_scale`."""
     B = gext.shape[0]
     W = idx.shape[1]
-    scale = _rfft_adjoint_scale(L, gext)
     for ci, (f0, f1) in enumerate(chunks):
         phasor = saved[ci]  # p / u
-        # adjoint of rfft (real input): L * irfft(G with bins 1..L/2-1 halved)
+        # adjoint of rfft (real input): L * irfft(G with bins 1..L/2-1 halved), here
+        # over L / 2 (see rfft_adjoint_scale)
         g_r = torch.view_as_real(g_of(ci, f0, f1))
         gs = torch.mul(g_r, scale, out=scratch.take("g", *g_r.shape))
         gu = torch.fft.irfft(torch.view_as_complex(gs), n=L)
         gp = torch.mul(phasor, gu, out=scratch.take("p", *phasor.shape))  # modulus backward g p / u: (2, B, fc, L)
         del gu
-        # adjoint of irfft at bins 1..W (strictly inside (0, L/2)): (2 / L) * rfft
+        # adjoint of irfft at bins 1..W (strictly inside (0, L/2)): (2 / L) * rfft, the
+        # 2 / L cancelling the L / 2 left out of the scale
         gZ = torch.fft.rfft(gp)[..., 1: W + 1]  # complex (2, B, fc, W)
         del gp
-        # Z0 = ext * h2 and Z1 = -i Z0  =>  d ext = (dZ0 + i dZ1) * h2; the 2 / L of the
-        # irfft adjoint is folded into h2 * (2 / L)
+        # Z0 = ext * h2 and Z1 = -i Z0  =>  d ext = (dZ0 + i dZ1) * h2
         gc = torch.add(gZ[0], gZ[1], alpha=1j)  # (B, fc, W)
         del gZ
-        torch.view_as_real(gc).mul_(h2[f0:f1] * (2.0 / L))
+        torch.view_as_real(gc).mul_(h2[f0:f1])
         if _use_slices(gext, W):
             for f, st in enumerate(starts[f0:f1]):
                 gext[:, st: st + W].add_(gc[:, f])
@@ -332,8 +347,9 @@ class ScalogramGroups(torch.autograd.Function):
 
     Args (of ``apply``): ``ext`` complex ``(B, E)``; ``specs`` a tuple of
     ``(starts, L)`` per group (window starts in ``ext``, inverse-FFT length with
-    ``W + 1 <= L / 2 - 1``); then ``idx_0, h2_0, idx_1, h2_1, ...`` with ``idx``
-    ``(nf, W)`` = ``start_f + arange(W)`` and ``h2`` real ``(nf, W, 1)``.
+    ``W + 1 <= L / 2 - 1``); then ``idx_0, h2_0, scale_0, idx_1, ...`` with ``idx``
+    ``(nf, W)`` = ``start_f + arange(W)``, ``h2`` real ``(nf, W, 1)`` and ``scale``
+    :func:`rfft_adjoint_scale` ``(L)``.
 
     Returns:
         the chunk spectra of all groups in order, complex ``(B, nf_c, L // 2 + 1)``.
@@ -347,7 +363,7 @@ class ScalogramGroups(torch.autograd.Function):
         layout = []
         scratch = _Scratch(ext.real)
         for gi, (starts, L) in enumerate(specs):
-            idx, h2 = tensors[2 * gi], tensors[2 * gi + 1]
+            idx, h2 = tensors[3 * gi], tensors[3 * gi + 1]
             o, sv, chunks = _group_forward(ext, starts, idx, h2, L, save, scratch)
             layout.append((len(outs), len(o), len(saved), len(sv), chunks))
             outs += o
@@ -369,7 +385,7 @@ class ScalogramGroups(torch.autograd.Function):
             def plain(e: Tensor) -> Tensor:
                 parts = []
                 for gi, (_, L) in enumerate(ctx.specs):
-                    idx, h2 = tensors[2 * gi], tensors[2 * gi + 1]
+                    idx, h2 = tensors[3 * gi], tensors[3 * gi + 1]
                     nf, W = idx.shape
                     parts.append(torch.fft.rfft(wavelet_modulus(e, idx, (2 * h2).expand(nf, W, 2), L, True)))
                 return torch.cat([pp.flatten(1) for pp in parts], dim=1)
@@ -381,7 +397,7 @@ class ScalogramGroups(torch.autograd.Function):
         for gi, (starts, L) in enumerate(ctx.specs):
             o0, no, s0, ns, chunks = ctx.layout[gi]
             _group_backward(gext, lambda ci, f0, f1, o0=o0: g_outs[o0 + ci], saved[s0: s0 + ns], starts,
-                            tensors[2 * gi], tensors[2 * gi + 1], L, chunks, scratch)
+                            tensors[3 * gi], tensors[3 * gi + 1], tensors[3 * gi + 2], L, chunks, scratch)
         return (gext, *nones)
 
 
@@ -404,8 +420,9 @@ class ScalogramSecondOrder(torch.autograd.Function):
 
     Args (of ``apply``): ``ext``; ``specs`` a tuple of ``(starts, L, segments)`` per
     group (``segments``: the runs of :class:`SecondOrderSpectrum`); ``width`` the
-    output's number of columns; then ``idx_0, h2_0, coef_0, idx_1, h2_1, coef_1, ...``
-    (``coef``: the second-order window coefficients, ``(width_win, 2)``).
+    output's number of columns; then ``idx_0, h2_0, coef_0, scale_0, idx_1, ...``
+    (``coef``: the second-order window coefficients, ``(width_win, 2)``; ``scale``:
+    :func:`rfft_adjoint_scale`).
 
     Returns:
         complex ``(B, n_rows, width)``, ``n_rows`` the total number of filters.
@@ -415,7 +432,7 @@ class ScalogramSecondOrder(torch.autograd.Function):
     def forward(ctx, ext: Tensor, specs: tuple, width: int, *tensors: Tensor) -> Tensor:  # noqa: D102
         save = ctx.needs_input_grad[0]
         B = ext.shape[0]
-        n_rows = sum(tensors[3 * gi].shape[0] for gi in range(len(specs)))
+        n_rows = sum(tensors[4 * gi].shape[0] for gi in range(len(specs)))
         out = ext.new_zeros(B, n_rows, width)
         out_r = torch.view_as_real(out)
         scratch = _Scratch(ext.real)
@@ -423,7 +440,7 @@ class ScalogramSecondOrder(torch.autograd.Function):
         layout = []
         r0 = 0
         for gi, (starts, L, segs) in enumerate(specs):
-            idx, h2, coef = tensors[3 * gi: 3 * gi + 3]
+            idx, h2, coef = tensors[4 * gi: 4 * gi + 3]
             nf, W = idx.shape
             Lh = L // 2 + 1
             chunks = _filter_chunks(B, nf, L, ext.device)
@@ -433,8 +450,7 @@ class ScalogramSecondOrder(torch.autograd.Function):
                 if Z is None or Z.shape[2] != f1 - f0:
                     Z = _empty_planes(ext, f1 - f0, Lh, W, scratch)
                 p = torch.fft.irfft(_fill_window(Z, ext, starts[f0:f1], idx[f0:f1], h2[f0:f1]), n=L)
-                u = torch.mul(p[0], p[0], out=scratch.take("u", *p.shape[1:]))
-                u.addcmul_(p[1], p[1]).sqrt_().add_(MODULUS_FLOOR)
+                u = _modulus_into(p[0], p[1], scratch.take("u", *p.shape[1:]))
                 _gather_window(out_r[:, r0 + f0: r0 + f1], torch.fft.rfft(u), coef, segs)
                 if save:
                     saved.append(p.div_(u))
@@ -453,7 +469,7 @@ class ScalogramSecondOrder(torch.autograd.Function):
             def plain(e: Tensor) -> Tensor:
                 spectra, coefs, segments = [], [], []
                 for gi, (_, L, segs) in enumerate(ctx.specs):
-                    idx, h2, coef = tensors[3 * gi: 3 * gi + 3]
+                    idx, h2, coef = tensors[4 * gi: 4 * gi + 3]
                     nf, W = idx.shape
                     spectra.append(torch.fft.rfft(wavelet_modulus(e, idx, (2 * h2).expand(nf, W, 2), L, True)))
                     coefs.append(coef)
@@ -466,7 +482,7 @@ class ScalogramSecondOrder(torch.autograd.Function):
         gext = torch.zeros_like(ext)
         scratch = _Scratch(ext.real)
         for gi, (starts, L, segs) in enumerate(ctx.specs):
-            idx, h2, coef = tensors[3 * gi: 3 * gi + 3]
+            idx, h2, coef, scale = tensors[4 * gi: 4 * gi + 4]
             r0, s0, chunks = ctx.layout[gi]
             Lh = L // 2 + 1
             lo = min(src for src, _, _, _ in segs)
@@ -489,36 +505,37 @@ class ScalogramSecondOrder(torch.autograd.Function):
                     G[:, :, src: src + n].add_(piece)
                 return torch.view_as_complex(G)
 
-            _group_backward(gext, g_of, saved[s0: s0 + len(chunks)], starts, idx, h2, L, chunks, scratch)
+            _group_backward(gext, g_of, saved[s0: s0 + len(chunks)], starts, idx, h2, scale, L, chunks, scratch)
         return (gext, *nones)
 
 
-def scalogram_spectra(ext: Tensor, groups: list[tuple[tuple[int, ...], Tensor, Tensor, int, bool]]
+def scalogram_spectra(ext: Tensor, groups: list[tuple[tuple[int, ...], Tensor, Tensor, Tensor, int, bool]]
                       ) -> list[list[Tensor]]:
     """``rfft(U1)`` of several first-order groups, each as consecutive chunks of
     filters: complex ``(B, nf_c, L // 2 + 1)`` each, ``sum(nf_c) = nf`` (one chunk
     unless the group is large; joining them would cost a copy of the whole spectrum).
 
     ``ext`` is the extended two-sided input spectrum (:func:`extended_spectrum`); each
-    group is ``(starts, idx, h2, L, one_sided)``: window starts, ``idx[f] = starts[f] +
-    arange(W)``, window values ``h2 = h / 2`` ``(nf, W, 1)``, inverse-FFT length.  The
+    group is ``(starts, idx, h2, scale, L, one_sided)``: window starts, ``idx[f] =
+    starts[f] + arange(W)``, window values ``h2 = h / 2`` ``(nf, W, 1)``,
+    :func:`rfft_adjoint_scale` ``(L)``, inverse-FFT length.  The
     ``one_sided`` groups run in one fused :class:`ScalogramGroups` call; the others
     (window too wide for one half of the spectrum) through :func:`wavelet_modulus` and
     a plain ``rfft``.
     """
-    fused = [g for g in groups if g[4]]
+    fused = [g for g in groups if g[5]]
     res: dict[int, list[Tensor]] = {}
     if fused:
-        specs = tuple((tuple(g[0]), g[3]) for g in fused)
-        tensors = [t for g in fused for t in (g[1], g[2])]
+        specs = tuple((tuple(g[0]), g[4]) for g in fused)
+        tensors = [t for g in fused for t in (g[1], g[2], g[3])]
         outs = ScalogramGroups.apply(ext, specs, *tensors)
         k = 0
         for gi, g in enumerate(groups):
-            if g[4]:
-                n = len(_filter_chunks(ext.shape[0], g[1].shape[0], g[3], ext.device))
+            if g[5]:
+                n = len(_filter_chunks(ext.shape[0], g[1].shape[0], g[4], ext.device))
                 res[gi] = list(outs[k: k + n])
                 k += n
-    for gi, (starts, idx, h2, L, one_sided) in enumerate(groups):
+    for gi, (starts, idx, h2, scale, L, one_sided) in enumerate(groups):
         if not one_sided:
             nf, W = idx.shape
             res[gi] = [torch.fft.rfft(wavelet_modulus(ext, idx, (2 * h2).expand(nf, W, 2), L, False))]
@@ -693,8 +710,7 @@ class FreqScatterModulusAverage(torch.autograd.Function):
             torch.matmul(M, _planar_chunk(y2, c0, c1), out=y)
             yv = y.view(B, R, 2, w)
             u = ubuf[:, :, :w] if w < ch else ubuf
-            torch.mul(yv[:, :, 0], yv[:, :, 0], out=u)
-            u.addcmul_(yv[:, :, 1], yv[:, :, 1]).sqrt_().add_(MODULUS_FLOOR)
+            _modulus_into(yv[:, :, 0], yv[:, :, 1], u)
             # blocked products + add, not addmm_: the latter accumulates as
             # inaccurately as one long product (see ACCUMULATE_BLOCK)
             out.add_(time_average(u.reshape(B * R, w), A[c0:c1]))
@@ -724,8 +740,7 @@ class FreqScatterModulusAverage(torch.autograd.Function):
             torch.matmul(M, _planar_chunk(y2, c0, c1), out=y)
             yv = y.view(B, R, 2, w)
             u = ubuf[:, :, :w] if w < ch else ubuf
-            torch.mul(yv[:, :, 0], yv[:, :, 0], out=u)
-            u.addcmul_(yv[:, :, 1], yv[:, :, 1]).sqrt_().add_(MODULUS_FLOOR)
+            _modulus_into(yv[:, :, 0], yv[:, :, 1], u)
             gu = gbuf[:, :w] if w < ch else gbuf
             torch.mm(g2, A[c0:c1].t(), out=gu)  # (B R, w)
             gu = gu.view(B, R, 1, w).div_(u.view(B, R, 1, w))

@@ -134,6 +134,7 @@ class JTFS(ScatteringTransform):
             W = g.idx.shape[1]
             self._buf(f"_g{g.k}_idx", g.win_start[:, None] + np.arange(W)[None, :], torch.long)
             self._buf(f"_g{g.k}_h2", 0.5 * g.coef[:, :, :1])
+            self.register_buffer(f"_g{g.k}_scale", core.rfft_adjoint_scale(g.L), persistent=False)
             self._buf(f"_g{g.k}_phi_idx", g.phi_idx, torch.long)
             self._buf(f"_g{g.k}_phi_coef", g.phi_coef)
             self._groups.append(_Group(g.k, g.start, g.stop, g.L, g.one_sided,
@@ -280,7 +281,7 @@ class JTFS(ScatteringTransform):
         """``rfft(U1)`` for each group, as chunks of consecutive filters, complex
         ``(B, nf_c, L // 2 + 1)`` each (see :func:`core.scalogram_spectra`)."""
         return core.scalogram_spectra(ext, [(g.win_start, getattr(self, f"_g{g.k}_idx"), getattr(self, f"_g{g.k}_h2"),
-                                             g.L, g.one_sided) for g in groups])
+                                             getattr(self, f"_g{g.k}_scale"), g.L, g.one_sided) for g in groups])
 
     def _second_rows(self, u1_hats: list[list[Tensor]], sp: _Second) -> Tensor:
         n2 = sp.n2
@@ -326,7 +327,7 @@ class JTFS(ScatteringTransform):
             for gi, g in enumerate(groups):
                 specs.append((g.win_start, g.L, sp.segments[gi]))
                 tensors += [getattr(self, f"_g{g.k}_idx"), getattr(self, f"_g{g.k}_h2"),
-                            getattr(self, f"_s{n2}_coef{gi}")]
+                            getattr(self, f"_s{n2}_coef{gi}"), getattr(self, f"_g{g.k}_scale")]
             width = sp.T2 if not sp.folded else getattr(self, f"_s{n2}_coef0").shape[0]
             win = core.ScalogramSecondOrder.apply(x_hat, tuple(specs), width, *tensors)
             y2 = core.second_order_inverse(win, sp.T2, getattr(self, f"_s{n2}_fold") if sp.folded else None)
