@@ -1,4 +1,5 @@
-"""Pure torch building blocks of the JTFS (no module state; every constant is an argument).
+"""Pure torch building blocks of the JTFS (no module state: filters and plans are
+arguments; the upper-case module constants are performance knobs, not results).
 
 Shapes use ``B`` for the flattened batch, ``N_pad`` for the padded signal length,
 ``nf`` for a number of first-order wavelets, ``W`` for a Fourier window width and
