@@ -295,20 +295,22 @@ def _group_forward(ext: Tensor, starts: tuple[int, ...], idx: Tensor, h2: Tensor
 
 
 def _group_backward(gext: Tensor, g_of, saved: list[Tensor], starts: tuple[int, ...], idx: Tensor, h2: Tensor,
-                    scale: Tensor, L: int, chunks: list[tuple[int, int]], scratch: _Scratch) -> None:
+                    scale: Tensor | None, L: int, chunks: list[tuple[int, int]], scratch: _Scratch) -> None:
     """Add one group's gradient with respect to ``ext`` to ``gext`` (see
     :class:`ScalogramGroups`); ``g_of(ci, f0, f1)`` gives the gradient with respect to
     chunk ``ci``'s spectrum, complex ``(B, f1 - f0, L // 2 + 1)``; ``scale`` is
-    :func:`rfft_adjoint_scale`."""
+    :func:`rfft_adjoint_scale`, or ``None`` when ``g_of`` applies it already."""
     B = gext.shape[0]
     W = idx.shape[1]
     for ci, (f0, f1) in enumerate(chunks):
         phasor = saved[ci]  # p / u
         # adjoint of rfft (real input): L * irfft(G with bins 1..L/2-1 halved), here
         # over L / 2 (see rfft_adjoint_scale)
-        g_r = torch.view_as_real(g_of(ci, f0, f1))
-        gs = torch.mul(g_r, scale, out=scratch.take("g", *g_r.shape))
-        gu = torch.fft.irfft(torch.view_as_complex(gs), n=L)
+        G = g_of(ci, f0, f1)
+        if scale is not None:
+            g_r = torch.view_as_real(G)
+            G = torch.view_as_complex(torch.mul(g_r, scale, out=scratch.take("g", *g_r.shape)))
+        gu = torch.fft.irfft(G, n=L)
         gp = torch.mul(phasor, gu, out=scratch.take("p", *phasor.shape))  # modulus backward g p / u: (2, B, fc, L)
         del gu
         # adjoint of irfft at bins 1..W (strictly inside (0, L/2)): (2 / L) * rfft, the
@@ -421,9 +423,8 @@ class ScalogramSecondOrder(torch.autograd.Function):
 
     Args (of ``apply``): ``ext``; ``specs`` a tuple of ``(starts, L, segments)`` per
     group (``segments``: the runs of :class:`SecondOrderSpectrum`); ``width`` the
-    output's number of columns; then ``idx_0, h2_0, coef_0, scale_0, idx_1, ...``
-    (``coef``: the second-order window coefficients, ``(width_win, 2)``; ``scale``:
-    :func:`rfft_adjoint_scale`).
+    output's number of columns; then ``idx_0, h2_0, coef_0, idx_1, ...`` (``coef``: the
+    second-order window coefficients, ``(width_win, 2)``).
 
     Returns:
         complex ``(B, n_rows, width)``, ``n_rows`` the total number of filters.
@@ -433,7 +434,7 @@ class ScalogramSecondOrder(torch.autograd.Function):
     def forward(ctx, ext: Tensor, specs: tuple, width: int, *tensors: Tensor) -> Tensor:  # noqa: D102
         save = ctx.needs_input_grad[0]
         B = ext.shape[0]
-        n_rows = sum(tensors[4 * gi].shape[0] for gi in range(len(specs)))
+        n_rows = sum(tensors[3 * gi].shape[0] for gi in range(len(specs)))
         out = ext.new_zeros(B, n_rows, width)
         out_r = torch.view_as_real(out)
         scratch = _Scratch(ext.real)
@@ -441,7 +442,7 @@ class ScalogramSecondOrder(torch.autograd.Function):
         layout = []
         r0 = 0
         for gi, (starts, L, segs) in enumerate(specs):
-            idx, h2, coef = tensors[4 * gi: 4 * gi + 3]
+            idx, h2, coef = tensors[3 * gi: 3 * gi + 3]
             nf, W = idx.shape
             Lh = L // 2 + 1
             chunks = _filter_chunks(B, nf, L, ext.device)
@@ -470,7 +471,7 @@ class ScalogramSecondOrder(torch.autograd.Function):
             def plain(e: Tensor) -> Tensor:
                 spectra, coefs, segments = [], [], []
                 for gi, (_, L, segs) in enumerate(ctx.specs):
-                    idx, h2, coef = tensors[4 * gi: 4 * gi + 3]
+                    idx, h2, coef = tensors[3 * gi: 3 * gi + 3]
                     nf, W = idx.shape
                     spectra.append(torch.fft.rfft(wavelet_modulus(e, idx, (2 * h2).expand(nf, W, 2), L, True)))
                     coefs.append(coef)
@@ -483,7 +484,7 @@ class ScalogramSecondOrder(torch.autograd.Function):
         gext = torch.zeros_like(ext)
         scratch = _Scratch(ext.real)
         for gi, (starts, L, segs) in enumerate(ctx.specs):
-            idx, h2, coef, scale = tensors[4 * gi: 4 * gi + 4]
+            idx, h2, coef = tensors[3 * gi: 3 * gi + 3]
             r0, s0, chunks = ctx.layout[gi]
             Lh = L // 2 + 1
             lo = min(src for src, _, _, _ in segs)
@@ -504,9 +505,14 @@ class ScalogramSecondOrder(torch.autograd.Function):
                     if desc:
                         piece = piece.flip(-2)
                     G[:, :, src: src + n].add_(piece)
+                # rfft_adjoint_scale in place: 2 at bin 0 and the Nyquist bin, else 1
+                # (those bins are zero or inside [lo, hi), so rewritten every chunk)
+                G[:, :, 0].mul_(2.0)
+                if L % 2 == 0:
+                    G[:, :, -1].mul_(2.0)
                 return torch.view_as_complex(G)
 
-            _group_backward(gext, g_of, saved[s0: s0 + len(chunks)], starts, idx, h2, scale, L, chunks, scratch)
+            _group_backward(gext, g_of, saved[s0: s0 + len(chunks)], starts, idx, h2, None, L, chunks, scratch)
         return (gext, *nones)
 
 

@@ -327,7 +327,7 @@ class JTFS(ScatteringTransform):
             for gi, g in enumerate(groups):
                 specs.append((g.win_start, g.L, sp.segments[gi]))
                 tensors += [getattr(self, f"_g{g.k}_idx"), getattr(self, f"_g{g.k}_h2"),
-                            getattr(self, f"_s{n2}_coef{gi}"), getattr(self, f"_g{g.k}_scale")]
+                            getattr(self, f"_s{n2}_coef{gi}")]
             width = sp.T2 if not sp.folded else getattr(self, f"_s{n2}_coef0").shape[0]
             win = core.ScalogramSecondOrder.apply(x_hat, tuple(specs), width, *tensors)
             y2 = core.second_order_inverse(win, sp.T2, getattr(self, f"_s{n2}_fold") if sp.folded else None)
