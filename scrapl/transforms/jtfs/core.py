@@ -654,17 +654,20 @@ ACCUMULATE_BLOCK: int = 1024
 
 
 #: Floats per time chunk of :class:`FreqScatterModulusAverage`'s ``(B, 2R, chunk)``
-#: working set.
+#: working set...
 FREQ_CHUNK_FLOATS: int = 1 << 19
+#: ...unless that makes more than this many chunks (long time axes: per-chunk
+#: overhead then outweighs the cache benefit).
+FREQ_MAX_CHUNKS: int = 8
 
 
 def _chunk_size(batch: int, rows: int, length: int, device: torch.device) -> int:
     """Time columns per chunk so that ``batch * rows * chunk`` stays near
-    :data:`FREQ_CHUNK_FLOATS` (a power of two, at least 64); the whole length on an
-    accelerator."""
+    :data:`FREQ_CHUNK_FLOATS`, with at most :data:`FREQ_MAX_CHUNKS` chunks (a power
+    of two, at least 64); the whole length on an accelerator."""
     if device.type != "cpu":
         return length
-    ch = max(64, FREQ_CHUNK_FLOATS // max(1, batch * rows))
+    ch = max(64, FREQ_CHUNK_FLOATS // max(1, batch * rows), length // FREQ_MAX_CHUNKS)
     ch = 1 << (ch.bit_length() - 1)  # power of two
     return min(length, ch)
 
