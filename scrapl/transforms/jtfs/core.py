@@ -217,8 +217,9 @@ def _filter_chunks(B: int, nf: int, L: int, device: torch.device) -> list[tuple[
 
 
 class _Scratch:
-    """Flat scratch buffers reused by the chunks and groups of one backward call (the
-    element-wise products need no fresh, page-faulting allocation per chunk)."""
+    """Flat scratch buffers reused by the chunks and groups of one forward or backward
+    call (transient planes and products need no fresh, page-faulting allocation per
+    chunk)."""
 
     def __init__(self, ref: Tensor) -> None:
         self.ref = ref
@@ -273,14 +274,14 @@ def rfft_adjoint_scale(L: int, dtype: torch.dtype = torch.float32, device: torch
 
 
 def _group_forward(ext: Tensor, starts: tuple[int, ...], idx: Tensor, h2: Tensor, L: int, save: bool,
-                   scratch: _Scratch) -> tuple[list[Tensor], list[Tensor], list[tuple[int, int]]]:
-    """Forward of one group (see :class:`ScalogramGroups`): the chunk spectra, the
-    tensors the backward needs (the phasor ``p / u`` per chunk, when ``save``) and the
-    chunks."""
+                   scratch: _Scratch, consume) -> tuple[list[Tensor], list[tuple[int, int]]]:
+    """Forward of one group (see :class:`ScalogramGroups`): ``consume(f0, f1, spec)``
+    receives each chunk's spectrum ``rfft(U1)``, complex ``(B, f1 - f0, L // 2 + 1)``;
+    returns the tensors the backward needs (the phasor ``p / u`` per chunk, when
+    ``save``) and the chunks."""
     nf, W = idx.shape
     Lh = L // 2 + 1
     chunks = _filter_chunks(ext.shape[0], nf, L, ext.device)
-    outs: list[Tensor] = []
     saved: list[Tensor] = []
     Z = None
     for f0, f1 in chunks:
@@ -288,10 +289,10 @@ def _group_forward(ext: Tensor, starts: tuple[int, ...], idx: Tensor, h2: Tensor
             Z = _empty_planes(ext, f1 - f0, Lh, W, scratch)
         p = torch.fft.irfft(_fill_window(Z, ext, starts[f0:f1], idx[f0:f1], h2[f0:f1]), n=L)  # (2, B, fc, L)
         u = _modulus_into(p[0], p[1], scratch.take("u", *p.shape[1:]))
-        outs.append(torch.fft.rfft(u))
+        consume(f0, f1, torch.fft.rfft(u))
         if save:  # the backward needs the phasor p / u only (u >= 1e-12)
             saved.append(p.div_(u))
-    return outs, saved, chunks
+    return saved, chunks
 
 
 def _group_backward(gext: Tensor, g_of, saved: list[Tensor], starts: tuple[int, ...], idx: Tensor, h2: Tensor,
@@ -367,7 +368,8 @@ class ScalogramGroups(torch.autograd.Function):
         scratch = _Scratch(ext.real)
         for gi, (starts, L) in enumerate(specs):
             idx, h2 = tensors[3 * gi], tensors[3 * gi + 1]
-            o, sv, chunks = _group_forward(ext, starts, idx, h2, L, save, scratch)
+            o: list[Tensor] = []
+            sv, chunks = _group_forward(ext, starts, idx, h2, L, save, scratch, lambda f0, f1, spec: o.append(spec))
             layout.append((len(outs), len(o), len(saved), len(sv), chunks))
             outs += o
             saved += sv
@@ -406,12 +408,23 @@ class ScalogramGroups(torch.autograd.Function):
 
 def _gather_window(out_r: Tensor, spec: Tensor, coef: Tensor, segs: tuple) -> None:
     """``out_r[:, :, dst:dst+n] = view_as_real(spec[..., src:src+n]) * coef[dst:dst+n]``
-    for every run of ``segs`` (see :class:`SecondOrderSpectrum`)."""
+    for every run of ``segs``, descending runs read in reverse order (see
+    :class:`SecondOrderSpectrum`)."""
     for src, dst, n, desc in segs:
         piece = spec[..., src: src + n]
         if desc:
             piece = piece.flip(-1)
         torch.mul(torch.view_as_real(piece), coef[dst: dst + n], out=out_r[:, :, dst: dst + n])
+
+
+def _scatter_window(gu_r: Tensor, g_r: Tensor, coef: Tensor, segs: tuple) -> None:
+    """Adjoint of :func:`_gather_window`: ``gu_r[:, :, src:src+n] += g_r[:, :,
+    dst:dst+n] * coef[dst:dst+n]`` (reversed for descending runs; runs may overlap)."""
+    for src, dst, n, desc in segs:
+        piece = g_r[:, :, dst: dst + n] * coef[dst: dst + n]
+        if desc:
+            piece = piece.flip(-2)
+        gu_r[:, :, src: src + n].add_(piece)
 
 
 class ScalogramSecondOrder(torch.autograd.Function):
@@ -433,9 +446,8 @@ class ScalogramSecondOrder(torch.autograd.Function):
     @staticmethod
     def forward(ctx, ext: Tensor, specs: tuple, width: int, *tensors: Tensor) -> Tensor:  # noqa: D102
         save = ctx.needs_input_grad[0]
-        B = ext.shape[0]
         n_rows = sum(tensors[3 * gi].shape[0] for gi in range(len(specs)))
-        out = ext.new_zeros(B, n_rows, width)
+        out = ext.new_zeros(ext.shape[0], n_rows, width)
         out_r = torch.view_as_real(out)
         scratch = _Scratch(ext.real)
         saved: list[Tensor] = []
@@ -443,20 +455,14 @@ class ScalogramSecondOrder(torch.autograd.Function):
         r0 = 0
         for gi, (starts, L, segs) in enumerate(specs):
             idx, h2, coef = tensors[3 * gi: 3 * gi + 3]
-            nf, W = idx.shape
-            Lh = L // 2 + 1
-            chunks = _filter_chunks(B, nf, L, ext.device)
+
+            def gather(f0: int, f1: int, spec: Tensor, r0: int = r0, coef: Tensor = coef, segs: tuple = segs) -> None:
+                _gather_window(out_r[:, r0 + f0: r0 + f1], spec, coef, segs)
+
+            sv, chunks = _group_forward(ext, starts, idx, h2, L, save, scratch, gather)
             layout.append((r0, len(saved), chunks))
-            Z = None
-            for f0, f1 in chunks:
-                if Z is None or Z.shape[2] != f1 - f0:
-                    Z = _empty_planes(ext, f1 - f0, Lh, W, scratch)
-                p = torch.fft.irfft(_fill_window(Z, ext, starts[f0:f1], idx[f0:f1], h2[f0:f1]), n=L)
-                u = _modulus_into(p[0], p[1], scratch.take("u", *p.shape[1:]))
-                _gather_window(out_r[:, r0 + f0: r0 + f1], torch.fft.rfft(u), coef, segs)
-                if save:
-                    saved.append(p.div_(u))
-            r0 += nf
+            saved += sv
+            r0 += idx.shape[0]
         if save:
             ctx.save_for_backward(ext, *tensors, *saved)
             ctx.specs, ctx.layout, ctx.n_tensors, ctx.width = specs, layout, len(tensors), width
@@ -500,11 +506,7 @@ class ScalogramSecondOrder(torch.autograd.Function):
                     state["shape"] = G.shape
                 else:
                     G[:, :, lo:hi].zero_()
-                for src, dst, n, desc in segs:
-                    piece = g_r[:, r0 + f0: r0 + f1, dst: dst + n] * coef[dst: dst + n]
-                    if desc:
-                        piece = piece.flip(-2)
-                    G[:, :, src: src + n].add_(piece)
+                _scatter_window(G, g_r[:, r0 + f0: r0 + f1], coef, segs)
                 # rfft_adjoint_scale in place: 2 at bin 0 and the Nyquist bin, else 1
                 # (those bins are zero or inside [lo, hi), so rewritten every chunk)
                 G[:, :, 0].mul_(2.0)
@@ -585,11 +587,7 @@ class SecondOrderSpectrum(torch.autograd.Function):
         r0 = 0
         for u, coef, segs in zip(u1_hats, coefs, segments):
             r1 = r0 + u.shape[1]
-            for src, dst, n, desc in segs:
-                piece = u[..., src: src + n]
-                if desc:
-                    piece = piece.flip(-1)
-                torch.mul(torch.view_as_real(piece), coef[dst: dst + n], out=out_r[:, r0:r1, dst: dst + n])
+            _gather_window(out_r[:, r0:r1], u, coef, segs)
             r0 = r1
         ctx.coefs, ctx.segments = coefs, segments
         ctx.shapes = [u.shape for u in u1_hats]
@@ -603,12 +601,7 @@ class SecondOrderSpectrum(torch.autograd.Function):
         for shape, coef, segs in zip(ctx.shapes, ctx.coefs, ctx.segments):
             r1 = r0 + shape[1]
             gu = g.new_zeros(shape)
-            gu_r = torch.view_as_real(gu)
-            for src, dst, n, desc in segs:
-                piece = g_r[:, r0:r1, dst: dst + n] * coef[dst: dst + n]
-                if desc:
-                    piece = piece.flip(-2)
-                gu_r[:, :, src: src + n].add_(piece)
+            _scatter_window(torch.view_as_real(gu), g_r[:, r0:r1], coef, segs)
             grads.append(gu)
             r0 = r1
         return (None, None, None, *grads)

@@ -125,7 +125,6 @@ class JTFS(ScatteringTransform):
         self.T_out = self.crop[1] - self.crop[0]
         self.n_first = b.K + 1
 
-        # first-order groups
         # first-order groups: windows read from the extended two-sided input spectrum
         # (bins start + i, i < W, of core.extended_spectrum), values h / 2**k / 2
         self._groups: list[_Group] = []
