@@ -78,6 +78,17 @@ def main() -> None:
         base = _reset_peak()
         fn()
         return _rss_status()["VmHWM"] - base
+    def timings(fn) -> list[float]:
+        """``repeat`` wall-clock times of ``fn`` in seconds (synchronised on CUDA)."""
+        ts = []
+        for _ in range(int(spec["repeat"])):
+            sync()
+            t = time.perf_counter()
+            fn()
+            sync()
+            ts.append(time.perf_counter() - t)
+        return ts
+
     mode = spec["mode"]
     result: dict = {"mode": mode}
     if mode in ("path", "mem_path", "serve"):
@@ -89,14 +100,7 @@ def main() -> None:
             loss(x, xt, path_idx=i).backward()
 
         def timed(i: int) -> float:
-            ts = []
-            for _ in range(int(spec["repeat"])):
-                sync()
-                t = time.perf_counter()
-                step(i)
-                sync()
-                ts.append(time.perf_counter() - t)
-            return statistics.median(ts)
+            return statistics.median(timings(lambda: step(i)))
 
         if mode == "serve":
             # interleaved with the caller's own measurements: one request per line,
@@ -114,17 +118,7 @@ def main() -> None:
             result["peak_bytes"] = peak(lambda: step(spec["paths"][0]))
         else:
             step(spec["paths"][0])  # warm-up
-            times = {}
-            for i in spec["paths"]:
-                ts = []
-                for _ in range(int(spec["repeat"])):
-                    sync()
-                    t = time.perf_counter()
-                    step(i)
-                    sync()
-                    ts.append(time.perf_counter() - t)
-                times[str(i)] = statistics.median(ts)
-            result["times"] = times
+            result["times"] = {str(i): timed(i) for i in spec["paths"]}
     else:
         jtfs = TimeFrequencyScattering(J=c["J"], shape=(N,), Q=(c["Q1"], c["Q2"]), J_fr=c["J_fr"], Q_fr=c["Q_fr"],
                                        T=c.get("T"), F=c.get("F"), format="joint", out_type="array")
@@ -141,14 +135,7 @@ def main() -> None:
         if mode == "mem_full":
             result["peak_bytes"] = peak(step_full)
         else:
-            ts = []
-            for _ in range(int(spec["repeat"])):
-                sync()
-                t = time.perf_counter()
-                step_full()
-                sync()
-                ts.append(time.perf_counter() - t)
-            result["times"] = ts
+            result["times"] = timings(step_full)
     print(json.dumps(result))
 
 

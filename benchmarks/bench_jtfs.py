@@ -296,22 +296,24 @@ def main() -> None:
             res["ref_full"] = statistics.median(r["times"])
             print(f"reference full JTFS distance+backward (batch 1): {res['ref_full']:.2f} s", flush=True)
 
-    # peak memory, fresh processes
-    if not args.no_mem and dev.startswith("cuda"):
-        res["ours_mem_path"] = _cuda_peak(lambda: _path_step(loss, x0, xt, paths[0]))
+    # peak memory: ours in a fresh process on the CPU (RSS), in this one on CUDA
+    # (allocator counters); the reference in its worker either way
+    if not args.no_mem:
+        cuda = dev.startswith("cuda")
+
+        def ours_mem(mode: str) -> int:
+            if cuda and mode == "mem_path":
+                return _cuda_peak(lambda: _path_step(loss, x0, xt, paths[0]))
+            if cuda:
+                return _cuda_peak(lambda: _full_step(T, x0[:1], xt[:1]))
+            batch = {"batch": 1} if mode == "mem_full" else {}
+            return _run_mem_worker({**spec, **batch, "mode": mode}, timeout=600)["peak_bytes"]
+
+        res["ours_mem_path"] = ours_mem("mem_path")
         if not args.no_ref:
             res["ref_mem_path"] = _run_ref(args.ref_python, {**spec, "mode": "mem_path"}, timeout=600)["peak_bytes"]
         if not args.no_full:
-            res["ours_mem_full"] = _cuda_peak(lambda: _full_step(T, x0[:1], xt[:1]))
-            if not args.no_ref:
-                res["ref_mem_full"] = _run_ref(args.ref_python, {**spec, "batch": 1, "mode": "mem_full"},
-                                               timeout=3600)["peak_bytes"]
-    elif not args.no_mem:
-        res["ours_mem_path"] = _run_mem_worker({**spec, "mode": "mem_path"}, timeout=600)["peak_bytes"]
-        if not args.no_ref:
-            res["ref_mem_path"] = _run_ref(args.ref_python, {**spec, "mode": "mem_path"}, timeout=600)["peak_bytes"]
-        if not args.no_full:
-            res["ours_mem_full"] = _run_mem_worker({**spec, "batch": 1, "mode": "mem_full"}, timeout=600)["peak_bytes"]
+            res["ours_mem_full"] = ours_mem("mem_full")
             if not args.no_ref:
                 res["ref_mem_full"] = _run_ref(args.ref_python, {**spec, "batch": 1, "mode": "mem_full"},
                                                timeout=3600)["peak_bytes"]
