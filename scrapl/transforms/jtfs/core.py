@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import native
+
 __all__ = [
     "MODULUS_FLOOR",
     "ComplexModulus",
@@ -183,9 +185,37 @@ def _use_slices(ext: Tensor, W: int) -> bool:
     return ext.device.type == "cpu" and W >= SLICE_GATHER_MIN_WIDTH
 
 
-def _modulus_into(re: Tensor, im: Tensor, out: Tensor) -> Tensor:
-    """``out = sqrt(re^2 + im^2) + 1e-12`` in place (no autograd): on the CPU with
-    multiply-adds (vectorised), elsewhere with one ``hypot`` kernel."""
+def _native(*tensors: Tensor) -> native.Kernels | None:
+    """The fused CPU kernels of :mod:`.native` when they can take these tensors
+    (CPU, one float precision, contiguous), else ``None`` (torch fallback)."""
+    if tensors[0].device.type != "cpu":
+        return None
+    k = native.get()
+    if k is None or not k.accepts(*tensors) or not all(t.is_contiguous() for t in tensors):
+        return None
+    return k
+
+
+def _modulus_into(re: Tensor, im: Tensor, out: Tensor, save: bool = False) -> Tensor:
+    """``out = sqrt(re^2 + im^2) + 1e-12`` in place (no autograd); with ``save`` also
+    ``re /= out`` and ``im /= out`` (the phasor).  One fused pass on the CPU when the
+    native kernels are available; else multiply-adds (vectorised) on the CPU and one
+    ``hypot`` kernel elsewhere."""
+    k = native.get() if out.device.type == "cpu" else None
+    if k is not None and k.accepts(re, im, out):
+        try:
+            k.modulus(re, im, out, save)
+            return out
+        except ValueError:  # rows without a uniform stride: torch below
+            pass
+    _modulus_torch(re, im, out)
+    if save:
+        re.div_(out)
+        im.div_(out)
+    return out
+
+
+def _modulus_torch(re: Tensor, im: Tensor, out: Tensor) -> Tensor:
     if out.device.type == "cpu":
         torch.mul(re, re, out=out)
         out.addcmul_(im, im).sqrt_()
@@ -284,14 +314,22 @@ def _group_forward(ext: Tensor, starts: tuple[int, ...], idx: Tensor, h2: Tensor
     chunks = _filter_chunks(ext.shape[0], nf, L, ext.device)
     saved: list[Tensor] = []
     Z = None
+    k = _native(ext, h2) if idx.is_contiguous() else None
     for f0, f1 in chunks:
-        if Z is None or Z.shape[2] != f1 - f0:  # equal chunks share the zeroed planes
-            Z = _empty_planes(ext, f1 - f0, Lh, W, scratch)
-        p = torch.fft.irfft(_fill_window(Z, ext, starts[f0:f1], idx[f0:f1], h2[f0:f1]), n=L)  # (2, B, fc, L)
-        u = _modulus_into(p[0], p[1], scratch.take("u", *p.shape[1:]))
+        if k is not None:  # one fused pass: window, -i window and the zeros around
+            Z = scratch.take("Z", 2, ext.shape[0], f1 - f0, Lh, 2)
+            k.fill_planes(ext, idx[f0:f1], h2[f0:f1], Z)
+            Zc = torch.view_as_complex(Z)
+        else:
+            if Z is None or Z.shape[2] != f1 - f0:  # equal chunks share the zeroed planes
+                Z = _empty_planes(ext, f1 - f0, Lh, W, scratch)
+            Zc = _fill_window(Z, ext, starts[f0:f1], idx[f0:f1], h2[f0:f1])
+        p = torch.fft.irfft(Zc, n=L)  # (2, B, fc, L)
+        # with save, p becomes the phasor p / u: all the backward needs (u >= 1e-12)
+        u = _modulus_into(p[0], p[1], scratch.take("u", *p.shape[1:]), save)
         consume(f0, f1, torch.fft.rfft(u))
-        if save:  # the backward needs the phasor p / u only (u >= 1e-12)
-            saved.append(p.div_(u))
+        if save:
+            saved.append(p)
     return saved, chunks
 
 
@@ -303,6 +341,7 @@ def _group_backward(gext: Tensor, g_of, saved: list[Tensor], starts: tuple[int, 
     :func:`rfft_adjoint_scale`, or ``None`` when ``g_of`` applies it already."""
     B = gext.shape[0]
     W = idx.shape[1]
+    k = _native(gext, h2) if idx.is_contiguous() else None
     for ci, (f0, f1) in enumerate(chunks):
         phasor = saved[ci]  # p / u
         # adjoint of rfft (real input): L * irfft(G with bins 1..L/2-1 halved), here
@@ -316,8 +355,12 @@ def _group_backward(gext: Tensor, g_of, saved: list[Tensor], starts: tuple[int, 
         del gu
         # adjoint of irfft at bins 1..W (strictly inside (0, L/2)): (2 / L) * rfft, the
         # 2 / L cancelling the L / 2 left out of the scale
-        gZ = torch.fft.rfft(gp)[..., 1: W + 1]  # complex (2, B, fc, W)
+        gZ = torch.fft.rfft(gp)  # complex (2, B, fc, L // 2 + 1)
         del gp
+        if k is not None:  # fused adjoint of the window fill
+            k.combine_add(gZ, idx[f0:f1], h2[f0:f1], gext)
+            continue
+        gZ = gZ[..., 1: W + 1]  # (2, B, fc, W)
         # Z0 = ext * h2 and Z1 = -i Z0  =>  d ext = (dZ0 + i dZ1) * h2
         gc = torch.add(gZ[0], gZ[1], alpha=1j)  # (B, fc, W)
         del gZ

@@ -1,0 +1,269 @@
+"""Optional fused CPU kernels for the JTFS scalogram (``_kernels.c``).
+
+On the CPU the first-order scalogram spends a large share of its time in
+element-wise passes between its FFTs: filling the inverse-FFT inputs from the
+spectrum windows, the complex modulus and its phasor, and the adjoint of the window
+fill.  As separate torch operations these are six to eight memory passes (and a
+slow ``sqrt``); the C kernels here do each in one vectorised, OpenMP-parallel pass.
+They compute the same arithmetic, so results agree with the torch fallback to a unit
+or two in the last place.
+
+The kernels are compiled on first use with the system C compiler (``$CC`` or
+``cc``; about a second) into a per-user cache directory and loaded with
+:mod:`ctypes`.  They link against the OpenMP runtime torch has already loaded.
+Whenever they cannot be used (no compiler, a failed build, a non-CPU tensor, a
+dtype other than float32/float64) :mod:`scrapl.transforms.jtfs.core` falls back to
+plain torch operations with the same results; :func:`status` says which is active
+and why.
+
+Environment:
+    ``SCRAPL_NATIVE=0``: never build or use the kernels (pure torch).
+    ``SCRAPL_CACHE_DIR``: where compiled kernels are kept (default
+    ``$XDG_CACHE_HOME/scrapl`` or ``~/.cache/scrapl``; a temporary directory when
+    that is not writable).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+__all__ = ["Kernels", "disabled", "get", "status"]
+
+_SOURCE = Path(__file__).with_name("_kernels.c")
+_ABI = 1
+_FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-ffp-contract=off", "-fopenmp", "-shared", "-fPIC"]
+
+_P = ctypes.c_void_p
+_I = ctypes.c_int64
+_C = ctypes.c_int
+_SIGNATURES = {
+    "fill_planes": [_P, _I, _P, _P, _I, _P, _I, _I, _I, _C],
+    "modulus": [_P, _P, _P, _I, _I, _I, _I, _I, _C, _C],
+    "combine_add": [_P, _I, _I, _I, _P, _P, _I, _P, _I, _C],
+}
+_SUFFIX = {torch.float32: "f32", torch.float64: "f64", torch.complex64: "f32", torch.complex128: "f64"}
+
+
+class Kernels:
+    """The loaded kernel library: typed wrappers that check what they are given
+    (contiguity, dtype, device) and raise ``ValueError`` otherwise; callers use
+    :meth:`accepts` first and fall back to torch when it is ``False``."""
+
+    def __init__(self, lib: ctypes.CDLL, path: Path) -> None:
+        self.path = path
+        self._fn: dict[tuple[str, str], ctypes._CFuncPtr] = {}
+        for name, argtypes in _SIGNATURES.items():
+            for suf in ("f32", "f64"):
+                fn = getattr(lib, f"{name}_{suf}")
+                fn.argtypes = argtypes
+                fn.restype = None
+                self._fn[name, suf] = fn
+
+    @staticmethod
+    def accepts(*tensors: Tensor) -> bool:
+        """All tensors on the CPU, of one float32/complex64 or float64/complex128
+        precision."""
+        sufs = {_SUFFIX.get(t.dtype) for t in tensors}
+        return all(t.device.type == "cpu" for t in tensors) and len(sufs) == 1 and None not in sufs
+
+    @staticmethod
+    def _check(*tensors: Tensor) -> str:
+        if not Kernels.accepts(*tensors):
+            raise ValueError("native kernels need CPU tensors of one precision (float32 or float64), got "
+                             + ", ".join(f"{t.dtype}@{t.device}" for t in tensors))
+        for t in tensors:
+            if not t.is_contiguous():
+                raise ValueError(f"native kernels need contiguous tensors, got strides {t.stride()}")
+        return _SUFFIX[tensors[0].dtype]
+
+    def fill_planes(self, ext: Tensor, idx: Tensor, h2: Tensor, Z: Tensor) -> None:
+        """Write the one-sided inverse-FFT inputs of a filter chunk into ``Z``.
+
+        Args:
+            ext: extended input spectrum, complex ``(B, E)``.
+            idx: int64 ``(nf, W)`` window indices of the chunk's filters (row ``f``
+                starts at ``idx[f, 0]``).
+            h2: real ``(nf, W)`` (or ``(nf, W, 1)``) window values ``h / 2``.
+            Z: real ``(2, B, nf, Lh, 2)`` output: ``Z[0]`` holds the window at bins
+                ``1..W`` and zeros elsewhere, ``Z[1] = -i Z[0]``.
+        """
+        suf = self._check(ext, h2, Z)
+        _, B, nf, Lh, _ = Z.shape
+        W = idx.shape[1]
+        if idx.dtype != torch.int64 or not idx.is_contiguous() or idx.shape[0] != nf or W + 1 > Lh:
+            raise ValueError(f"idx must be contiguous int64 (nf={nf}, W <= Lh - 1 = {Lh - 1}), got "
+                             f"{idx.dtype} {tuple(idx.shape)}")
+        self._fn["fill_planes", suf](ext.data_ptr(), ext.shape[1], idx.data_ptr(), h2.data_ptr(), W,
+                                     Z.data_ptr(), B, nf, Lh, torch.get_num_threads())
+
+    def modulus(self, re: Tensor, im: Tensor, out: Tensor, save: bool) -> None:
+        """``out = sqrt(re^2 + im^2) + 1e-12``; with ``save`` also ``re /= out`` and
+        ``im /= out`` in place.  All three are ``(..., cols)`` with contiguous last
+        dimension and the same leading shape, each with its own (uniform) row
+        stride."""
+        if not self.accepts(re, im, out) or re.shape != out.shape or im.shape != out.shape:
+            raise ValueError("re, im and out must be CPU tensors of one shape and precision")
+        suf = _SUFFIX[out.dtype]
+        cols = out.shape[-1]
+        strides = []
+        for t in (re, im, out):
+            rows_view = t.reshape(-1, cols) if t.is_contiguous() else _rows(t)
+            if rows_view.stride(-1) != 1:
+                raise ValueError("native modulus needs a contiguous last dimension")
+            strides.append(rows_view.stride(0))
+        rows = out.numel() // max(cols, 1)
+        self._fn["modulus", suf](re.data_ptr(), im.data_ptr(), out.data_ptr(), rows, cols, *strides, int(save),
+                                 torch.get_num_threads())
+
+    def combine_add(self, gZ: Tensor, idx: Tensor, h2: Tensor, gext: Tensor) -> None:
+        """``gext[b, idx[f, 0] + w] += (gZ[0, b, f, 1 + w] + i gZ[1, b, f, 1 + w]) *
+        h2[f, w]``: the adjoint of :meth:`fill_planes`, accumulated.
+
+        Args:
+            gZ: complex ``(2, B, nf, Lh)`` (the ``rfft`` of the backward planes).
+            idx, h2: as in :meth:`fill_planes`.
+            gext: complex ``(B, E)``, updated in place.
+        """
+        suf = self._check(gZ, h2, gext)
+        _, B, nf, Lh = gZ.shape
+        W = idx.shape[1]
+        if idx.dtype != torch.int64 or not idx.is_contiguous() or idx.shape[0] != nf or W + 1 > Lh:
+            raise ValueError(f"idx must be contiguous int64 (nf={nf}, W <= Lh - 1 = {Lh - 1}), got "
+                             f"{idx.dtype} {tuple(idx.shape)}")
+        self._fn["combine_add", suf](gZ.data_ptr(), B, nf, Lh, idx.data_ptr(), h2.data_ptr(), W, gext.data_ptr(),
+                                     gext.shape[1], torch.get_num_threads())
+
+
+def _rows(t: Tensor) -> Tensor:
+    """``t`` as ``(rows, cols)`` without copying, when its leading dimensions collapse
+    to one uniform row stride; raises ``ValueError`` otherwise."""
+    cols = t.shape[-1]
+    lead = [(n, s) for n, s in zip(t.shape[:-1], t.stride()[:-1]) if n != 1]
+    stride = lead[-1][1] if lead else cols
+    expect = stride
+    for n, s in reversed(lead):
+        if s != expect:
+            raise ValueError(f"rows of shape {tuple(t.shape)} / strides {t.stride()} have no uniform stride")
+        expect = s * n
+    return t.as_strided((t.numel() // max(cols, 1), cols), (stride, t.stride(-1)))
+
+
+# ------------------------------------------------------------------ build and load
+_lock = threading.Lock()
+_state: dict[str, object] = {}
+
+
+def _cache_dir() -> Path:
+    env = os.environ.get("SCRAPL_CACHE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "scrapl"
+
+
+def _cpu_signature() -> str:
+    """The CPU's feature flags (``-march=native`` code must not run on another CPU
+    sharing the cache directory)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return line
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _build() -> Kernels:
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        raise RuntimeError("no C compiler found (set CC or install cc/gcc)")
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=60).stdout
+    source = _SOURCE.read_bytes()
+    key = hashlib.sha256(b"\0".join([source, " ".join(_FLAGS).encode(), version.encode(), _cpu_signature().encode(),
+                                     sys.platform.encode()])).hexdigest()[:16]
+    target = None
+    for directory in (_cache_dir(), Path(tempfile.gettempdir()) / f"scrapl-{os.getuid()}"):
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            target = directory / f"jtfs_kernels_{key}.so"
+            if not target.exists():
+                fd, tmp = tempfile.mkstemp(suffix=".so", dir=directory)
+                os.close(fd)
+                try:
+                    out = subprocess.run([cc, *_FLAGS, str(_SOURCE), "-o", tmp, "-lm"], capture_output=True,
+                                         text=True, timeout=300)
+                    if out.returncode != 0:
+                        raise RuntimeError(f"compiling {_SOURCE.name} failed:\n{out.stderr[-2000:]}")
+                    os.replace(tmp, target)  # atomic: concurrent builders never see a partial file
+                finally:
+                    if os.path.exists(tmp):
+                        os.unlink(tmp)
+            break
+        except OSError:
+            target = None
+    if target is None:
+        raise RuntimeError(f"no writable cache directory for the compiled kernels (tried {_cache_dir()})")
+    lib = ctypes.CDLL(str(target))
+    if lib.scrapl_kernels_abi() != _ABI:
+        raise RuntimeError(f"{target} has kernel ABI {lib.scrapl_kernels_abi()}, expected {_ABI}")
+    return Kernels(lib, target)
+
+
+def _disabled() -> bool:
+    return bool(_state.get("disabled")) or os.environ.get("SCRAPL_NATIVE", "1").strip().lower() in (
+        "0", "false", "no", "off")
+
+
+def get() -> Kernels | None:
+    """The compiled kernels, building them on first call; ``None`` when disabled
+    (``SCRAPL_NATIVE=0``, :func:`disabled`) or unavailable (see :func:`status`)."""
+    if _disabled():
+        return None
+    if "kernels" not in _state:
+        with _lock:
+            if "kernels" not in _state:
+                try:
+                    _state["kernels"] = _build()
+                    _state["reason"] = None
+                except Exception as exc:  # any failure: fall back to torch, say why in status()
+                    _state["kernels"] = None
+                    _state["reason"] = f"{type(exc).__name__}: {exc}"
+    return _state["kernels"]  # type: ignore[return-value]
+
+
+def status() -> dict[str, object]:
+    """Whether the fused kernels are in use: ``{"active": bool, "path": str | None,
+    "reason": str | None}`` (``reason`` says why they are not)."""
+    k = get()
+    if k is not None:
+        return {"active": True, "path": str(k.path), "reason": None}
+    if _disabled():
+        return {"active": False, "path": None, "reason": "disabled (SCRAPL_NATIVE=0 or native.disabled())"}
+    return {"active": False, "path": None, "reason": _state.get("reason")}
+
+
+@contextlib.contextmanager
+def disabled() -> Iterator[None]:
+    """Within the block, :func:`get` returns ``None`` (the pure-torch path runs);
+    for tests and comparisons."""
+    prev = _state.get("disabled", False)
+    _state["disabled"] = True
+    try:
+        yield
+    finally:
+        _state["disabled"] = prev

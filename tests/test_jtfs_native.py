@@ -1,0 +1,191 @@
+"""The optional fused CPU kernels of the JTFS scalogram (scrapl.transforms.jtfs.native):
+each kernel against the torch operations it replaces, the whole transform with and
+without them, and the fallbacks (disabled, no compiler)."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from scrapl.transforms.jtfs import JTFS, core, native
+
+HAS_CC = bool(shutil.which("cc") or shutil.which("gcc"))
+needs_kernels = pytest.mark.skipif(not HAS_CC, reason="no C compiler: the kernels cannot be built")
+
+
+@pytest.fixture(scope="module")
+def kernels() -> native.Kernels:
+    if not HAS_CC:
+        pytest.skip("no C compiler")
+    k = native.get()
+    assert k is not None, native.status()
+    return k
+
+
+@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+def threads(request: pytest.FixtureRequest):
+    n = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(n)
+
+
+def _windows(dtype: torch.dtype, B: int = 3, nf: int = 4, W: int = 37, Lh: int = 65, E: int = 300):
+    g = torch.Generator().manual_seed(0)
+    cdtype = torch.complex64 if dtype == torch.float32 else torch.complex128
+    ext = torch.randn(B, E, generator=g, dtype=cdtype)
+    starts = (5, 40, 41, 200)[:nf]  # overlapping windows (41 starts inside 40's)
+    idx = torch.tensor([[s + w for w in range(W)] for s in starts])
+    h2 = torch.rand(nf, W, 1, generator=g, dtype=dtype)
+    return ext, starts, idx, h2, Lh
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_status_reports_the_built_library(kernels: native.Kernels, dtype: torch.dtype) -> None:
+    st = native.status()
+    assert st["active"] is True and st["reason"] is None and st["path"] == str(kernels.path)
+    assert kernels.accepts(torch.zeros(2, dtype=dtype)) and not kernels.accepts(torch.zeros(2, dtype=torch.int64))
+    assert not kernels.accepts(torch.zeros(2), torch.zeros(2, dtype=torch.float64))
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fill_planes_matches_the_torch_fill(kernels: native.Kernels, threads: int, dtype: torch.dtype) -> None:
+    ext, starts, idx, h2, Lh = _windows(dtype)
+    B, nf, W = ext.shape[0], idx.shape[0], idx.shape[1]
+    Z = torch.full((2, B, nf, Lh, 2), float("nan"), dtype=dtype)  # every entry must be written
+    kernels.fill_planes(ext, idx, h2, Z)
+    ref = core._fill_window(core._empty_planes(ext, nf, Lh, W, core._Scratch(ext.real)), ext, starts, idx, h2)
+    torch.testing.assert_close(torch.view_as_complex(Z), ref, rtol=0, atol=0)
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("save", [False, True])
+def test_modulus_matches_torch_on_strided_rows(kernels: native.Kernels, threads: int, dtype: torch.dtype,
+                                               save: bool) -> None:
+    g = torch.Generator().manual_seed(1)
+    y = torch.randn(3, 5, 2, 9000, generator=g, dtype=dtype)[..., :8193]  # rows with a uniform stride
+    y[0, 0, :, :7] = 0.0  # exact zeros: the 1e-12 floor
+    out = torch.empty(3, 5, 9000, dtype=dtype)[..., :8193]
+    re, im = y[:, :, 0].clone(), y[:, :, 1].clone()
+    ref = core._modulus_torch(re, im, torch.empty(3, 5, 8193, dtype=dtype))
+    kernels.modulus(y[:, :, 0], y[:, :, 1], out, save)
+    torch.testing.assert_close(out, ref, rtol=2 * torch.finfo(dtype).eps, atol=0)
+    assert float(out[0, 0, 0]) == 1e-12 if dtype == torch.float64 else float(out[0, 0, 0]) > 0
+    if save:
+        torch.testing.assert_close(y[:, :, 0], re / ref, rtol=4 * torch.finfo(dtype).eps, atol=0)
+        torch.testing.assert_close(y[:, :, 1], im / ref, rtol=4 * torch.finfo(dtype).eps, atol=0)
+    else:
+        assert torch.equal(y[:, :, 0], re)
+
+
+@needs_kernels
+def test_modulus_rejects_rows_without_a_uniform_stride(kernels: native.Kernels) -> None:
+    a = torch.randn(4, 6, 10)[:, :3]  # (4, 3, 10): rows 30 apart across the first dim, 10 within
+    with pytest.raises(ValueError, match="uniform stride"):
+        kernels.modulus(a, a, torch.empty(4, 3, 10), False)
+    # core falls back to torch for such views instead of failing
+    out = core._modulus_into(a, a, torch.empty(4, 3, 10))
+    torch.testing.assert_close(out, core._modulus_torch(a, a, torch.empty(4, 3, 10)))
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_combine_add_is_the_adjoint_of_fill_planes(kernels: native.Kernels, threads: int,
+                                                   dtype: torch.dtype) -> None:
+    """<fill(ext), G> = <ext, combine(G)> on the real views (overlapping windows)."""
+    ext, starts, idx, h2, Lh = _windows(dtype)
+    B, nf = ext.shape[0], idx.shape[0]
+    g = torch.Generator().manual_seed(2)
+    cdtype = ext.dtype
+    G = torch.randn(2, B, nf, Lh, generator=g, dtype=cdtype)
+    Z = torch.empty(2, B, nf, Lh, 2, dtype=dtype)
+    kernels.fill_planes(ext, idx, h2, Z)
+    gext = torch.zeros_like(ext)
+    kernels.combine_add(G, idx, h2, gext)
+    lhs = (Z * torch.view_as_real(G)).sum()
+    rhs = (torch.view_as_real(ext) * torch.view_as_real(gext)).sum()
+    torch.testing.assert_close(lhs, rhs, rtol=1e-5 if dtype == torch.float32 else 1e-12, atol=0)
+    # and it accumulates
+    before = gext.clone()
+    kernels.combine_add(G, idx, h2, gext)
+    torch.testing.assert_close(gext, 2 * before)
+
+
+@needs_kernels
+def test_kernel_argument_checks(kernels: native.Kernels) -> None:
+    ext, _, idx, h2, Lh = _windows(torch.float32)
+    Z = torch.empty(2, ext.shape[0], idx.shape[0], Lh, 2)
+    with pytest.raises(ValueError, match="one precision"):
+        kernels.fill_planes(ext, idx, h2.double(), Z)
+    with pytest.raises(ValueError, match="contiguous"):
+        kernels.fill_planes(ext[:, ::2], idx, h2, Z)
+    with pytest.raises(ValueError, match="int64"):
+        kernels.fill_planes(ext, idx.int(), h2, Z)
+    with pytest.raises(ValueError, match="W <= Lh - 1"):
+        kernels.fill_planes(ext, idx, h2, torch.empty(2, ext.shape[0], idx.shape[0], 30, 2))
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_transform_and_gradients_agree_with_and_without_kernels(kernels: native.Kernels, dtype: torch.dtype) -> None:
+    m = JTFS(shape=2048, J=5, Q1=8, Q2=2, J_fr=2, Q_fr=1).to(dtype)
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 2048, generator=g, dtype=dtype)
+    tol = dict(rtol=2e-6, atol=1e-9) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-15)
+    for i in (0, m.n_paths // 2, m.n_paths - 1):
+        outs, grads = [], []
+        for use in (True, False):
+            xb = x.clone().requires_grad_(True)
+            if use:
+                out = m.forward_path(xb, i)
+            else:
+                with native.disabled():
+                    assert native.get() is None
+                    out = m.forward_path(xb, i)
+            (gr,) = torch.autograd.grad(out.square().sum(), xb)
+            outs.append(out.detach())
+            grads.append(gr)
+        torch.testing.assert_close(outs[0], outs[1], **tol)
+        torch.testing.assert_close(grads[0], grads[1], **tol)
+    with native.disabled():
+        full_torch = m(x)
+    torch.testing.assert_close(m(x), full_torch, **tol)
+
+
+def test_environment_variable_disables_the_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCRAPL_NATIVE", "0")
+    assert native.get() is None
+    st = native.status()
+    assert st["active"] is False and "disabled" in str(st["reason"])
+    m = JTFS(shape=1024, J=4, Q1=4, Q2=1, J_fr=1, Q_fr=1)
+    assert torch.isfinite(m.forward_path(torch.randn(1, 1024), 0)).all()
+
+
+def test_a_failed_build_falls_back_to_torch_and_says_why(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setattr(native, "_state", {})  # forget the loaded kernels for this test only
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setenv("SCRAPL_CACHE_DIR", str(tmp_path))
+    assert native.get() is None
+    st = native.status()
+    assert st["active"] is False and "no-such-compiler" in str(st["reason"])
+    m = JTFS(shape=1024, J=4, Q1=4, Q2=1, J_fr=1, Q_fr=1)
+    x = torch.randn(1, 1024)
+    out = m.forward_path(x, 1)
+    monkeypatch.setattr(native, "_state", {"disabled": True})
+    torch.testing.assert_close(out, m.forward_path(x, 1))
+
+
+@needs_kernels
+def test_build_is_cached_and_atomic(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setenv("SCRAPL_CACHE_DIR", str(tmp_path))
+    first = native._build()
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == [first.path.name]  # no temporary file left behind
+    mtime = first.path.stat().st_mtime_ns
+    second = native._build()
+    assert second.path == first.path and second.path.stat().st_mtime_ns == mtime  # not rebuilt
