@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import native
+from . import buffers, native
+from .buffers import BufferPool
 
 __all__ = [
     "MODULUS_FLOOR",
@@ -249,19 +250,25 @@ def _filter_chunks(B: int, nf: int, L: int, device: torch.device) -> list[tuple[
 class _Scratch:
     """Flat scratch buffers reused by the chunks and groups of one forward or backward
     call (transient planes and products need no fresh, page-faulting allocation per
-    chunk)."""
+    chunk), taken from ``pool`` (reused across calls) when one is given."""
 
-    def __init__(self, ref: Tensor) -> None:
+    def __init__(self, ref: Tensor, pool: BufferPool | None = None) -> None:
         self.ref = ref
+        self.pool = pool
         self.bufs: dict[str, Tensor] = {}
 
     def take(self, name: str, *shape: int) -> Tensor:
         n = math.prod(shape)
         buf = self.bufs.get(name)
         if buf is None or buf.numel() < n:
-            buf = self.ref.new_empty(n)
+            buf = buffers.empty(self.pool, (n,), self.ref)
             self.bufs[name] = buf
         return buf[:n].view(shape)
+
+    def new(self, shape: tuple[int, ...], like: Tensor) -> Tensor:
+        """A fresh (pooled) buffer of ``shape`` and ``like``'s dtype, not shared with
+        later ``take``/``new`` calls (for FFT outputs that outlive a chunk)."""
+        return buffers.empty(self.pool, shape, like)
 
 
 def _empty_planes(ext: Tensor, nf: int, Lh: int, W: int, scratch: _Scratch) -> Tensor:
@@ -324,10 +331,10 @@ def _group_forward(ext: Tensor, starts: tuple[int, ...], idx: Tensor, h2: Tensor
             if Z is None or Z.shape[2] != f1 - f0:  # equal chunks share the zeroed planes
                 Z = _empty_planes(ext, f1 - f0, Lh, W, scratch)
             Zc = _fill_window(Z, ext, starts[f0:f1], idx[f0:f1], h2[f0:f1])
-        p = torch.fft.irfft(Zc, n=L)  # (2, B, fc, L)
+        p = torch.fft.irfft(Zc, n=L, out=scratch.new((2, ext.shape[0], f1 - f0, L), ext.real))  # (2, B, fc, L)
         # with save, p becomes the phasor p / u: all the backward needs (u >= 1e-12)
         u = _modulus_into(p[0], p[1], scratch.take("u", *p.shape[1:]), save)
-        consume(f0, f1, torch.fft.rfft(u))
+        consume(f0, f1, torch.fft.rfft(u, out=scratch.new((*u.shape[:-1], Lh), ext)))
         if save:
             saved.append(p)
     return saved, chunks
@@ -350,12 +357,12 @@ def _group_backward(gext: Tensor, g_of, saved: list[Tensor], starts: tuple[int, 
         if scale is not None:
             g_r = torch.view_as_real(G)
             G = torch.view_as_complex(torch.mul(g_r, scale, out=scratch.take("g", *g_r.shape)))
-        gu = torch.fft.irfft(G, n=L)
+        gu = torch.fft.irfft(G, n=L, out=scratch.take("gu", B, f1 - f0, L))
         gp = torch.mul(phasor, gu, out=scratch.take("p", *phasor.shape))  # modulus backward g p / u: (2, B, fc, L)
         del gu
         # adjoint of irfft at bins 1..W (strictly inside (0, L/2)): (2 / L) * rfft, the
         # 2 / L cancelling the L / 2 left out of the scale
-        gZ = torch.fft.rfft(gp)  # complex (2, B, fc, L // 2 + 1)
+        gZ = torch.fft.rfft(gp, out=scratch.new((*gp.shape[:-1], L // 2 + 1), gext))  # complex (2, B, fc, L//2+1)
         del gp
         if k is not None:  # fused adjoint of the window fill
             k.combine_add(gZ, idx[f0:f1], h2[f0:f1], gext)
@@ -403,12 +410,13 @@ class ScalogramGroups(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, ext: Tensor, specs: tuple, *tensors: Tensor) -> tuple[Tensor, ...]:  # noqa: D102
+    def forward(ctx, ext: Tensor, specs: tuple, pool: BufferPool | None,  # noqa: D102
+                *tensors: Tensor) -> tuple[Tensor, ...]:
         save = ctx.needs_input_grad[0]
         outs: list[Tensor] = []
         saved: list[Tensor] = []
         layout = []
-        scratch = _Scratch(ext.real)
+        scratch = _Scratch(ext.real, pool)
         for gi, (starts, L) in enumerate(specs):
             idx, h2 = tensors[3 * gi], tensors[3 * gi + 1]
             o: list[Tensor] = []
@@ -418,14 +426,14 @@ class ScalogramGroups(torch.autograd.Function):
             saved += sv
         if save:
             ctx.save_for_backward(ext, *tensors, *saved)
-            ctx.specs, ctx.layout, ctx.n_tensors = specs, layout, len(tensors)
+            ctx.specs, ctx.layout, ctx.n_tensors, ctx.pool = specs, layout, len(tensors), pool
         return tuple(outs)
 
     @staticmethod
     def backward(ctx, *g_outs: Tensor):  # noqa: D102
         ext, *rest = ctx.saved_tensors
         tensors, saved = rest[: ctx.n_tensors], rest[ctx.n_tensors:]
-        nones = (None,) * (1 + ctx.n_tensors)
+        nones = (None,) * (2 + ctx.n_tensors)
         if torch.is_grad_enabled():
             # create_graph=True (e.g. Hessian-vector products of the theta-IS warmup):
             # differentiate the plain autograd composition so that the gradient is
@@ -440,8 +448,8 @@ class ScalogramGroups(torch.autograd.Function):
 
             flat = torch.cat([g.flatten(1) for g in g_outs], dim=1)
             return (_recompute_grad(plain, ext, flat), *nones)
-        gext = torch.zeros_like(ext)
-        scratch = _Scratch(ext.real)
+        gext = buffers.zeros(ctx.pool, ext.shape, ext)
+        scratch = _Scratch(ext.real, ctx.pool)
         for gi, (starts, L) in enumerate(ctx.specs):
             o0, no, s0, ns, chunks = ctx.layout[gi]
             _group_backward(gext, lambda ci, f0, f1, o0=o0: g_outs[o0 + ci], saved[s0: s0 + ns], starts,
@@ -487,12 +495,13 @@ class ScalogramSecondOrder(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, ext: Tensor, specs: tuple, width: int, *tensors: Tensor) -> Tensor:  # noqa: D102
+    def forward(ctx, ext: Tensor, specs: tuple, width: int, pool: BufferPool | None,  # noqa: D102
+                *tensors: Tensor) -> Tensor:
         save = ctx.needs_input_grad[0]
         n_rows = sum(tensors[3 * gi].shape[0] for gi in range(len(specs)))
-        out = ext.new_zeros(ext.shape[0], n_rows, width)
+        out = buffers.zeros(pool, (ext.shape[0], n_rows, width), ext)
         out_r = torch.view_as_real(out)
-        scratch = _Scratch(ext.real)
+        scratch = _Scratch(ext.real, pool)
         saved: list[Tensor] = []
         layout = []
         r0 = 0
@@ -508,14 +517,14 @@ class ScalogramSecondOrder(torch.autograd.Function):
             r0 += idx.shape[0]
         if save:
             ctx.save_for_backward(ext, *tensors, *saved)
-            ctx.specs, ctx.layout, ctx.n_tensors, ctx.width = specs, layout, len(tensors), width
+            ctx.specs, ctx.layout, ctx.n_tensors, ctx.width, ctx.pool = specs, layout, len(tensors), width, pool
         return out
 
     @staticmethod
     def backward(ctx, g: Tensor):  # noqa: D102
         ext, *rest = ctx.saved_tensors
         tensors, saved = rest[: ctx.n_tensors], rest[ctx.n_tensors:]
-        nones = (None,) * (2 + ctx.n_tensors)
+        nones = (None,) * (3 + ctx.n_tensors)
         if torch.is_grad_enabled():  # create_graph=True: differentiable recomputation
             def plain(e: Tensor) -> Tensor:
                 spectra, coefs, segments = [], [], []
@@ -530,8 +539,8 @@ class ScalogramSecondOrder(torch.autograd.Function):
             return (_recompute_grad(plain, ext, g), *nones)
         g_r = torch.view_as_real(g)
         B = g.shape[0]
-        gext = torch.zeros_like(ext)
-        scratch = _Scratch(ext.real)
+        gext = buffers.zeros(ctx.pool, ext.shape, ext)
+        scratch = _Scratch(ext.real, ctx.pool)
         for gi, (starts, L, segs) in enumerate(ctx.specs):
             idx, h2, coef = tensors[3 * gi: 3 * gi + 3]
             r0, s0, chunks = ctx.layout[gi]
@@ -561,8 +570,8 @@ class ScalogramSecondOrder(torch.autograd.Function):
         return (gext, *nones)
 
 
-def scalogram_spectra(ext: Tensor, groups: list[tuple[tuple[int, ...], Tensor, Tensor, Tensor, int, bool]]
-                      ) -> list[list[Tensor]]:
+def scalogram_spectra(ext: Tensor, groups: list[tuple[tuple[int, ...], Tensor, Tensor, Tensor, int, bool]],
+                      pool: BufferPool | None = None) -> list[list[Tensor]]:
     """``rfft(U1)`` of several first-order groups, each as consecutive chunks of
     filters: complex ``(B, nf_c, L // 2 + 1)`` each, ``sum(nf_c) = nf`` (one chunk
     unless the group is large; joining them would cost a copy of the whole spectrum).
@@ -573,14 +582,14 @@ def scalogram_spectra(ext: Tensor, groups: list[tuple[tuple[int, ...], Tensor, T
     :func:`rfft_adjoint_scale` ``(L)``, inverse-FFT length.  The
     ``one_sided`` groups run in one fused :class:`ScalogramGroups` call; the others
     (window too wide for one half of the spectrum) through :func:`wavelet_modulus` and
-    a plain ``rfft``.
+    a plain ``rfft``.  Large work buffers come from ``pool`` when given.
     """
     fused = [g for g in groups if g[5]]
     res: dict[int, list[Tensor]] = {}
     if fused:
         specs = tuple((tuple(g[0]), g[4]) for g in fused)
         tensors = [t for g in fused for t in (g[1], g[2], g[3])]
-        outs = ScalogramGroups.apply(ext, specs, *tensors)
+        outs = ScalogramGroups.apply(ext, specs, pool, *tensors)
         k = 0
         for gi, g in enumerate(groups):
             if g[5]:
@@ -651,7 +660,7 @@ class SecondOrderSpectrum(torch.autograd.Function):
 
 
 def second_order_rows(u1_hats: list[Tensor], coef: list[Tensor], segments: list[tuple], T2: int,
-                      fold: Tensor | None) -> Tensor:
+                      fold: Tensor | None, pool: BufferPool | None = None) -> Tensor:
     """Second-order wavelet transform ``Y2[n1] = IFFT_T2(sub(U1hat[n1] * psi2.level[k1],
     2**(j2 - k1)))`` of the first ``n1_max`` scalogram rows.
 
@@ -663,6 +672,7 @@ def second_order_rows(u1_hats: list[Tensor], coef: list[Tensor], segments: list[
             :class:`SecondOrderSpectrum`); the chunks of one group share them.
         T2: output length ``N_pad / 2**j2``.
         fold: ``None`` when ``W <= T2``, else the positions ``i % T2``.
+        pool: optional :class:`BufferPool` for the inverse FFT's output.
 
     Returns:
         complex ``(B, n1_max, T2)``; equal to the reference up to a phase ramp common
@@ -670,16 +680,32 @@ def second_order_rows(u1_hats: list[Tensor], coef: list[Tensor], segments: list[
     """
     W = coef[0].shape[0]
     win = SecondOrderSpectrum.apply(tuple(coef), tuple(segments), T2 if fold is None else W, *u1_hats)
-    return second_order_inverse(win, T2, fold)
+    return second_order_inverse(win, T2, fold, pool)
 
 
-def second_order_inverse(win: Tensor, T2: int, fold: Tensor | None) -> Tensor:
+class InverseFFT(torch.autograd.Function):
+    """``torch.fft.ifft`` over the last dimension, with its output (and its gradient's)
+    taken from a :class:`BufferPool`.  Backward: ``fft(g) / n`` (the adjoint)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, pool: BufferPool | None) -> Tensor:  # noqa: D102
+        ctx.pool = pool
+        return torch.fft.ifft(x, out=buffers.empty(pool, x.shape, x))
+
+    @staticmethod
+    def backward(ctx, g: Tensor):  # noqa: D102
+        if torch.is_grad_enabled():  # create_graph=True: differentiable
+            return torch.fft.fft(g, norm="forward"), None
+        return torch.fft.fft(g, norm="forward", out=buffers.empty(ctx.pool, g.shape, g)), None
+
+
+def second_order_inverse(win: Tensor, T2: int, fold: Tensor | None, pool: BufferPool | None = None) -> Tensor:
     """``ifft`` of gathered second-order windows ``(B, n1, width)`` (see
     :class:`SecondOrderSpectrum`), folded onto ``T2`` bins first when ``fold`` is
     given: complex ``(B, n1, T2)``."""
     if fold is not None:
         win = win.new_zeros(*win.shape[:-1], T2).index_add_(-1, fold, win)
-    return torch.fft.ifft(win)  # (B, n1, T2)
+    return InverseFFT.apply(win, pool)  # (B, n1, T2)
 
 
 #: Longest inner dimension of one float matrix product accumulating the time
@@ -741,14 +767,14 @@ class FreqScatterModulusAverage(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, y2: Tensor, M: Tensor, A: Tensor) -> Tensor:  # noqa: D102
+    def forward(ctx, y2: Tensor, M: Tensor, A: Tensor, pool: BufferPool | None = None) -> Tensor:  # noqa: D102
         B, n, T2 = y2.shape
         R = M.shape[0] // 2
         Tc = A.shape[1]
         ch = _chunk_size(B, 2 * R, T2, y2.device)
         out = A.new_zeros(B * R, Tc)
-        ybuf = A.new_empty(B, 2 * R, ch)
-        ubuf = A.new_empty(B, R, ch)
+        ybuf = buffers.empty(pool, (B, 2 * R, ch), A)
+        ubuf = buffers.empty(pool, (B, R, ch), A)
         for c0 in range(0, T2, ch):
             c1 = min(T2, c0 + ch)
             w = c1 - c0
@@ -761,24 +787,24 @@ class FreqScatterModulusAverage(torch.autograd.Function):
             # inaccurately as one long product (see ACCUMULATE_BLOCK)
             out.add_(time_average(u.reshape(B * R, w), A[c0:c1]))
         ctx.save_for_backward(y2, M, A)
-        ctx.ch = ch
+        ctx.ch, ctx.pool = ch, pool
         return out.view(B, R, Tc)
 
     @staticmethod
     def backward(ctx, g: Tensor):  # noqa: D102
         y2, M, A = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph=True: differentiable recomputation
-            return _recompute_grad(lambda y: _freq_scatter_plain(y, M, A), y2, g), None, None
+            return _recompute_grad(lambda y: _freq_scatter_plain(y, M, A), y2, g), None, None, None
         B, n, T2 = y2.shape
         R = M.shape[0] // 2
         ch = ctx.ch
-        grad = torch.empty_like(y2)
+        grad = buffers.empty(ctx.pool, y2.shape, y2)
         grad_r = torch.view_as_real(grad)  # (B, n, T2, 2)
         Mt = M.t()
         g2 = g.reshape(B * R, -1)
-        ybuf = A.new_empty(B, 2 * R, ch)
-        ubuf = A.new_empty(B, R, ch)
-        gbuf = A.new_empty(B * R, ch)
+        ybuf = buffers.empty(ctx.pool, (B, 2 * R, ch), A)
+        ubuf = buffers.empty(ctx.pool, (B, R, ch), A)
+        gbuf = buffers.empty(ctx.pool, (B * R, ch), A)
         for c0 in range(0, T2, ch):
             c1 = min(T2, c0 + ch)
             w = c1 - c0
@@ -793,7 +819,7 @@ class FreqScatterModulusAverage(torch.autograd.Function):
             yv.mul_(gu)
             gy2 = torch.matmul(Mt, y.view(B, 2 * R, w)).view(B, n, 2, w)
             grad_r[:, :, c0:c1, :].copy_(gy2.transpose(-1, -2))
-        return grad, None, None
+        return grad, None, None, None
 
 
 def _freq_scatter_plain(y2: Tensor, M: Tensor, A: Tensor) -> Tensor:
@@ -805,7 +831,7 @@ def _freq_scatter_plain(y2: Tensor, M: Tensor, A: Tensor) -> Tensor:
     return time_average(planar_modulus(y, 2), A)
 
 
-def freq_scatter_modulus_average(y2: Tensor, M: Tensor, A: Tensor) -> Tensor:
+def freq_scatter_modulus_average(y2: Tensor, M: Tensor, A: Tensor, pool: BufferPool | None = None) -> Tensor:
     """``|M y2| A`` with a memory-light fused backward (see
-    :class:`FreqScatterModulusAverage`)."""
-    return FreqScatterModulusAverage.apply(y2, M, A)
+    :class:`FreqScatterModulusAverage`); work buffers from ``pool`` when given."""
+    return FreqScatterModulusAverage.apply(y2, M, A, pool)

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from scrapl.interfaces import PathInfo, ScatteringTransform
 from scrapl.transforms.jtfs import core
+from scrapl.transforms.jtfs.buffers import BufferPool
 from scrapl.transforms.jtfs.config import JTFSConfig
 from scrapl.transforms.jtfs.filterbank import JTFSPlan, build_plan, design_filterbank
 
@@ -73,6 +74,12 @@ class JTFS(ScatteringTransform):
     non-persistent buffers (derived from the config), so ``.to(device)``,
     ``.double()`` work and ``state_dict()`` stays empty.
 
+    Work memory: on the CPU the large temporaries of a call (FFT planes, spectra,
+    second-order rows and their gradients) come from :attr:`buffer_pool`, which keeps
+    them for the next call instead of returning them to the allocator (that costs
+    thousands of page faults per training step).  It holds at most about what the
+    largest call needed at once; ``jtfs.buffer_pool.clear()`` releases it.
+
     Example::
 
         >>> import torch
@@ -93,6 +100,8 @@ class JTFS(ScatteringTransform):
         cfg = JTFSConfig(shape=shape, J=J, Q1=Q1, Q2=Q2, J_fr=J_fr, Q_fr=Q_fr, T=T, F=F,
                          check_finite=check_finite)
         self._build(cfg)
+        #: Reusable CPU work buffers (see the class docs); never part of the state.
+        self.buffer_pool = BufferPool()
 
     @classmethod
     def from_config(cls, cfg: JTFSConfig) -> "JTFS":
@@ -280,7 +289,8 @@ class JTFS(ScatteringTransform):
         """``rfft(U1)`` for each group, as chunks of consecutive filters, complex
         ``(B, nf_c, L // 2 + 1)`` each (see :func:`core.scalogram_spectra`)."""
         return core.scalogram_spectra(ext, [(g.win_start, getattr(self, f"_g{g.k}_idx"), getattr(self, f"_g{g.k}_h2"),
-                                             getattr(self, f"_g{g.k}_scale"), g.L, g.one_sided) for g in groups])
+                                             getattr(self, f"_g{g.k}_scale"), g.L, g.one_sided) for g in groups],
+                                     self.buffer_pool)
 
     def _second_rows(self, u1_hats: list[list[Tensor]], sp: _Second) -> Tensor:
         n2 = sp.n2
@@ -292,7 +302,7 @@ class JTFS(ScatteringTransform):
                 coef.append(c)
                 segments.append(sp.segments[gi])
         fold = getattr(self, f"_s{n2}_fold") if sp.folded else None
-        return core.second_order_rows(chunks, coef, segments, sp.T2, fold)
+        return core.second_order_rows(chunks, coef, segments, sp.T2, fold, self.buffer_pool)
 
     def _cols(self, crop_time: bool) -> slice:
         return slice(*self.crop) if crop_time else slice(0, self.T_out_padded)
@@ -328,14 +338,15 @@ class JTFS(ScatteringTransform):
                 tensors += [getattr(self, f"_g{g.k}_idx"), getattr(self, f"_g{g.k}_h2"),
                             getattr(self, f"_s{n2}_coef{gi}")]
             width = sp.T2 if not sp.folded else getattr(self, f"_s{n2}_coef0").shape[0]
-            win = core.ScalogramSecondOrder.apply(x_hat, tuple(specs), width, *tensors)
-            y2 = core.second_order_inverse(win, sp.T2, getattr(self, f"_s{n2}_fold") if sp.folded else None)
+            win = core.ScalogramSecondOrder.apply(x_hat, tuple(specs), width, self.buffer_pool, *tensors)
+            y2 = core.second_order_inverse(win, sp.T2, getattr(self, f"_s{n2}_fold") if sp.folded else None,
+                                           self.buffer_pool)
         else:
             y2 = self._second_rows(self._u1_hats(x_hat, groups), sp)
         cols = self._cols(crop_time)
         r0, r1 = sp.row_start[nf], sp.row_stop[nf]
         M = getattr(self, f"_s{n2}_M")[2 * r0: 2 * r1]
-        S = core.freq_scatter_modulus_average(y2, M, getattr(self, f"_A{sp.j2}")[:, cols])
+        S = core.freq_scatter_modulus_average(y2, M, getattr(self, f"_A{sp.j2}")[:, cols], self.buffer_pool)
         out = self._finish_path(S, i, cols)
         return out.reshape(*batch_shape, *out.shape[-2:])
 
@@ -344,7 +355,7 @@ class JTFS(ScatteringTransform):
         for n2, sp in self._second.items():
             y2 = self._second_rows(u1_hats, sp)
             S = core.freq_scatter_modulus_average(y2, getattr(self, f"_s{n2}_M"),
-                                                  getattr(self, f"_A{sp.j2}")[:, cols])
+                                                  getattr(self, f"_A{sp.j2}")[:, cols], self.buffer_pool)
             for nf, (r0, r1) in enumerate(zip(sp.row_start, sp.row_stop)):
                 outs.append(self._finish_path(S[:, r0:r1], self._path_index[(n2, nf)], cols))
         return torch.stack(outs, dim=1)
