@@ -73,6 +73,45 @@ void modulus_##SUF(T *re, T *im, T *out, int64_t rows, int64_t cols, int64_t s_r
     }                                                                                   \
 }                                                                                       \
                                                                                         \
+/* out = |z| + 1e-12 for complex rows z (interleaved), (rows, cols) with row         \
+ * strides in complex / real elements. */                                              \
+void modulus_cplx_##SUF(const T *z, T *out, int64_t rows, int64_t cols, int64_t s_z,     \
+                        int64_t s_out, int nthreads) {                                  \
+    int64_t nb = (cols + BLOCK - 1) / BLOCK;                                             \
+    _Pragma("omp parallel for num_threads(nthreads) schedule(static)")                  \
+    for (int64_t t = 0; t < rows * nb; ++t) {                                            \
+        int64_t r = t / nb, c0 = (t % nb) * BLOCK;                                       \
+        int64_t c1 = c0 + BLOCK < cols ? c0 + BLOCK : cols;                              \
+        const T *x = z + 2 * r * s_z;                                                    \
+        T *o = out + r * s_out;                                                          \
+        _Pragma("omp simd")                                                             \
+        for (int64_t i = c0; i < c1; ++i) {                                              \
+            T a = x[2 * i], b = x[2 * i + 1];                                            \
+            o[i] = SQRT(a * a + b * b) + (T)1e-12;                                       \
+        }                                                                               \
+    }                                                                                   \
+}                                                                                       \
+                                                                                        \
+/* z *= g / (|z| + 1e-12) in place: the modulus backward for complex rows z and a     \
+ * real gradient g, (rows, cols) with row strides. */                                   \
+void scale_cplx_##SUF(T *z, const T *g, int64_t rows, int64_t cols, int64_t s_z,         \
+                      int64_t s_g, int nthreads) {                                      \
+    int64_t nb = (cols + BLOCK - 1) / BLOCK;                                             \
+    _Pragma("omp parallel for num_threads(nthreads) schedule(static)")                  \
+    for (int64_t t = 0; t < rows * nb; ++t) {                                            \
+        int64_t r = t / nb, c0 = (t % nb) * BLOCK;                                       \
+        int64_t c1 = c0 + BLOCK < cols ? c0 + BLOCK : cols;                              \
+        T *x = z + 2 * r * s_z;                                                          \
+        const T *q = g + r * s_g;                                                        \
+        _Pragma("omp simd")                                                             \
+        for (int64_t i = c0; i < c1; ++i) {                                              \
+            T a = x[2 * i], b = x[2 * i + 1];                                            \
+            T s = q[i] / (SQRT(a * a + b * b) + (T)1e-12);                               \
+            x[2 * i] = a * s; x[2 * i + 1] = b * s;                                      \
+        }                                                                               \
+    }                                                                                   \
+}                                                                                       \
+                                                                                        \
 /* gext[b, s_f + w] += (gZ[0, b, f, 1 + w] + i gZ[1, b, f, 1 + w]) * h2[f, w]          \
  * (the adjoint of fill_planes; windows of neighbouring filters overlap, so the        \
  * filters of one batch row are added in order, rows in parallel). */                  \
@@ -98,4 +137,4 @@ DEFINE_KERNELS(float, f32, sqrtf)
 DEFINE_KERNELS(double, f64, sqrt)
 
 /* Version of this kernel interface (checked by native.py). */
-int scrapl_kernels_abi(void) { return 1; }
+int scrapl_kernels_abi(void) { return 2; }

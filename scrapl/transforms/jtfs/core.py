@@ -247,6 +247,17 @@ def _filter_chunks(B: int, nf: int, L: int, device: torch.device) -> list[tuple[
     return [(f0, min(nf, f0 + fc)) for f0 in range(0, nf, fc)]
 
 
+#: Write FFT outputs into pooled buffers (``out=``).  torch's ``out=`` FFT variants
+#: compute into a fresh tensor and copy it over, so this trades an allocation for a
+#: copy pass.
+POOL_FFT_OUTPUTS: bool = True
+
+
+def _fft(fn, x: Tensor, out, **kw) -> Tensor:
+    """``fn(x, **kw)``, into ``out()`` when :data:`POOL_FFT_OUTPUTS`."""
+    return fn(x, out=out(), **kw) if POOL_FFT_OUTPUTS else fn(x, **kw)
+
+
 class _Scratch:
     """Flat scratch buffers reused by the chunks and groups of one forward or backward
     call (transient planes and products need no fresh, page-faulting allocation per
@@ -331,10 +342,10 @@ def _group_forward(ext: Tensor, starts: tuple[int, ...], idx: Tensor, h2: Tensor
             if Z is None or Z.shape[2] != f1 - f0:  # equal chunks share the zeroed planes
                 Z = _empty_planes(ext, f1 - f0, Lh, W, scratch)
             Zc = _fill_window(Z, ext, starts[f0:f1], idx[f0:f1], h2[f0:f1])
-        p = torch.fft.irfft(Zc, n=L, out=scratch.new((2, ext.shape[0], f1 - f0, L), ext.real))  # (2, B, fc, L)
+        p = _fft(torch.fft.irfft, Zc, lambda: scratch.new((2, ext.shape[0], f1 - f0, L), ext.real), n=L)  # (2, B, fc, L)
         # with save, p becomes the phasor p / u: all the backward needs (u >= 1e-12)
         u = _modulus_into(p[0], p[1], scratch.take("u", *p.shape[1:]), save)
-        consume(f0, f1, torch.fft.rfft(u, out=scratch.new((*u.shape[:-1], Lh), ext)))
+        consume(f0, f1, _fft(torch.fft.rfft, u, lambda: scratch.new((*u.shape[:-1], Lh), ext)))
         if save:
             saved.append(p)
     return saved, chunks
@@ -357,12 +368,12 @@ def _group_backward(gext: Tensor, g_of, saved: list[Tensor], starts: tuple[int, 
         if scale is not None:
             g_r = torch.view_as_real(G)
             G = torch.view_as_complex(torch.mul(g_r, scale, out=scratch.take("g", *g_r.shape)))
-        gu = torch.fft.irfft(G, n=L, out=scratch.take("gu", B, f1 - f0, L))
+        gu = _fft(torch.fft.irfft, G, lambda: scratch.take("gu", B, f1 - f0, L), n=L)
         gp = torch.mul(phasor, gu, out=scratch.take("p", *phasor.shape))  # modulus backward g p / u: (2, B, fc, L)
         del gu
         # adjoint of irfft at bins 1..W (strictly inside (0, L/2)): (2 / L) * rfft, the
         # 2 / L cancelling the L / 2 left out of the scale
-        gZ = torch.fft.rfft(gp, out=scratch.new((*gp.shape[:-1], L // 2 + 1), gext))  # complex (2, B, fc, L//2+1)
+        gZ = _fft(torch.fft.rfft, gp, lambda: scratch.new((*gp.shape[:-1], L // 2 + 1), gext))  # (2, B, fc, L//2+1)
         del gp
         if k is not None:  # fused adjoint of the window fill
             k.combine_add(gZ, idx[f0:f1], h2[f0:f1], gext)
@@ -690,13 +701,13 @@ class InverseFFT(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, pool: BufferPool | None) -> Tensor:  # noqa: D102
         ctx.pool = pool
-        return torch.fft.ifft(x, out=buffers.empty(pool, x.shape, x))
+        return _fft(torch.fft.ifft, x, lambda: buffers.empty(pool, x.shape, x))
 
     @staticmethod
     def backward(ctx, g: Tensor):  # noqa: D102
         if torch.is_grad_enabled():  # create_graph=True: differentiable
             return torch.fft.fft(g, norm="forward"), None
-        return torch.fft.fft(g, norm="forward", out=buffers.empty(ctx.pool, g.shape, g)), None
+        return _fft(torch.fft.fft, g, lambda: buffers.empty(ctx.pool, g.shape, g), norm="forward"), None
 
 
 def second_order_inverse(win: Tensor, T2: int, fold: Tensor | None, pool: BufferPool | None = None) -> Tensor:
@@ -755,34 +766,67 @@ def _planar_chunk(y2: Tensor, c0: int, c1: int) -> Tensor:
     return torch.view_as_real(y2[:, :, c0:c1]).transpose(-1, -2).reshape(B, 2 * n, c1 - c0)
 
 
+def _complex_operator(M: Tensor) -> Tensor:
+    """The complex ``(R, n)`` matrix of a complex-linear operator given in real form
+    ``(2R, 2n)`` on row-interleaved (real, imag) rows (``M[2r, 2k] = Re``,
+    ``M[2r + 1, 2k] = Im``)."""
+    return torch.complex(M[0::2, 0::2], M[1::2, 0::2])
+
+
+def _modulus_cplx_into(z: Tensor, out: Tensor) -> Tensor:
+    """``out = |z| + 1e-12`` for complex ``z`` (no autograd)."""
+    k = native.get() if out.device.type == "cpu" else None
+    if k is not None and k.accepts(z, out):
+        try:
+            k.modulus_cplx(z, out)
+            return out
+        except ValueError:  # rows without a uniform stride: torch below
+            pass
+    zr = torch.view_as_real(z)
+    return _modulus_torch(zr[..., 0], zr[..., 1], out)
+
+
+def _scale_by_modulus(z: Tensor, g: Tensor, ubuf: Tensor) -> None:
+    """``z *= g / (|z| + 1e-12)`` in place (``ubuf``: scratch of ``g``'s shape for the
+    torch fallback)."""
+    k = native.get() if g.device.type == "cpu" else None
+    if k is not None and k.accepts(z, g):
+        try:
+            k.scale_cplx(z, g)
+            return
+        except ValueError:
+            pass
+    u = _modulus_cplx_into(z, ubuf)
+    torch.view_as_real(z).mul_(torch.div(g, u, out=u).unsqueeze(-1))
+
+
 class FreqScatterModulusAverage(torch.autograd.Function):
     """Fused ``S = |M y2| A`` over time chunks (frequential scattering, modulus, time
     averaging), recomputing ``M y2`` in the backward pass instead of storing it.
 
-    ``y2``: complex ``(B, n, T2)``; ``M``: ``(2R, 2n)`` real form of the complex
-    frequential operator acting on row-interleaved (real, imag) rows and giving
-    row-interleaved rows; ``A``: ``(T2, Tc)`` real.  Output ``(B, R, Tc)``.  Only ``y2``
-    receives a gradient.  The modulus carries the ``1e-12`` floor, so its backward
-    ``g * y / |y|`` never divides by zero.
+    ``y2``: complex ``(B, n, T2)``; ``M``: ``(2R, 2n)`` real form of the complex-linear
+    frequential operator (row-interleaved (real, imag) rows in and out; applied as the
+    complex ``(R, n)`` matrix of :func:`_complex_operator`); ``A``: ``(T2, Tc)`` real.
+    Output ``(B, R, Tc)``.  Only ``y2`` receives a gradient.  The modulus carries the
+    ``1e-12`` floor, so its backward ``g * y / |y|`` never divides by zero.
     """
 
     @staticmethod
     def forward(ctx, y2: Tensor, M: Tensor, A: Tensor, pool: BufferPool | None = None) -> Tensor:  # noqa: D102
         B, n, T2 = y2.shape
-        R = M.shape[0] // 2
+        Mc = _complex_operator(M)
+        R = Mc.shape[0]
         Tc = A.shape[1]
         ch = _chunk_size(B, 2 * R, T2, y2.device)
         out = A.new_zeros(B * R, Tc)
-        ybuf = buffers.empty(pool, (B, 2 * R, ch), A)
+        ybuf = buffers.empty(pool, (B, R, ch), y2)
         ubuf = buffers.empty(pool, (B, R, ch), A)
         for c0 in range(0, T2, ch):
             c1 = min(T2, c0 + ch)
             w = c1 - c0
             y = ybuf[:, :, :w] if w < ch else ybuf
-            torch.matmul(M, _planar_chunk(y2, c0, c1), out=y)
-            yv = y.view(B, R, 2, w)
-            u = ubuf[:, :, :w] if w < ch else ubuf
-            _modulus_into(yv[:, :, 0], yv[:, :, 1], u)
+            torch.matmul(Mc, y2[:, :, c0:c1], out=y)
+            u = _modulus_cplx_into(y, ubuf[:, :, :w] if w < ch else ubuf)
             # blocked products + add, not addmm_: the latter accumulates as
             # inaccurately as one long product (see ACCUMULATE_BLOCK)
             out.add_(time_average(u.reshape(B * R, w), A[c0:c1]))
@@ -796,29 +840,27 @@ class FreqScatterModulusAverage(torch.autograd.Function):
         if torch.is_grad_enabled():  # create_graph=True: differentiable recomputation
             return _recompute_grad(lambda y: _freq_scatter_plain(y, M, A), y2, g), None, None, None
         B, n, T2 = y2.shape
-        R = M.shape[0] // 2
+        Mc = _complex_operator(M)
+        R = Mc.shape[0]
+        McH = Mc.conj().t()
         ch = ctx.ch
         grad = buffers.empty(ctx.pool, y2.shape, y2)
-        grad_r = torch.view_as_real(grad)  # (B, n, T2, 2)
-        Mt = M.t()
         g2 = g.reshape(B * R, -1)
-        ybuf = buffers.empty(ctx.pool, (B, 2 * R, ch), A)
+        ybuf = buffers.empty(ctx.pool, (B, R, ch), y2)
         ubuf = buffers.empty(ctx.pool, (B, R, ch), A)
         gbuf = buffers.empty(ctx.pool, (B * R, ch), A)
         for c0 in range(0, T2, ch):
             c1 = min(T2, c0 + ch)
             w = c1 - c0
             y = ybuf[:, :, :w] if w < ch else ybuf
-            torch.matmul(M, _planar_chunk(y2, c0, c1), out=y)
-            yv = y.view(B, R, 2, w)
-            u = ubuf[:, :, :w] if w < ch else ubuf
-            _modulus_into(yv[:, :, 0], yv[:, :, 1], u)
+            torch.matmul(Mc, y2[:, :, c0:c1], out=y)
             gu = gbuf[:, :w] if w < ch else gbuf
             torch.mm(g2, A[c0:c1].t(), out=gu)  # (B R, w)
-            gu = gu.view(B, R, 1, w).div_(u.view(B, R, 1, w))
-            yv.mul_(gu)
-            gy2 = torch.matmul(Mt, y.view(B, 2 * R, w)).view(B, n, 2, w)
-            grad_r[:, :, c0:c1, :].copy_(gy2.transpose(-1, -2))
+            _scale_by_modulus(y, gu.view(B, R, w), ubuf[:, :, :w] if w < ch else ubuf)  # g y / |y|
+            if w == T2:
+                torch.matmul(McH, y, out=grad)
+            else:
+                grad[:, :, c0:c1] = torch.matmul(McH, y)
         return grad, None, None, None
 
 

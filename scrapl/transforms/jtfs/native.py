@@ -44,7 +44,7 @@ from torch import Tensor
 __all__ = ["Kernels", "disabled", "get", "status"]
 
 _SOURCE = Path(__file__).with_name("_kernels.c")
-_ABI = 1
+_ABI = 2
 _FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-ffp-contract=off", "-fopenmp", "-shared", "-fPIC"]
 
 _P = ctypes.c_void_p
@@ -54,6 +54,8 @@ _SIGNATURES = {
     "fill_planes": [_P, _I, _P, _P, _I, _P, _I, _I, _I, _C],
     "modulus": [_P, _P, _P, _I, _I, _I, _I, _I, _C, _C],
     "combine_add": [_P, _I, _I, _I, _P, _P, _I, _P, _I, _C],
+    "modulus_cplx": [_P, _P, _I, _I, _I, _I, _C],
+    "scale_cplx": [_P, _P, _I, _I, _I, _I, _C],
 }
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64", torch.complex64: "f32", torch.complex128: "f64"}
 
@@ -119,15 +121,31 @@ class Kernels:
             raise ValueError("re, im and out must be CPU tensors of one shape and precision")
         suf = _SUFFIX[out.dtype]
         cols = out.shape[-1]
-        strides = []
-        for t in (re, im, out):
-            rows_view = t.reshape(-1, cols) if t.is_contiguous() else _rows(t)
-            if rows_view.stride(-1) != 1:
-                raise ValueError("native modulus needs a contiguous last dimension")
-            strides.append(rows_view.stride(0))
+        strides = [_row_stride(t) for t in (re, im, out)]
         rows = out.numel() // max(cols, 1)
         self._fn["modulus", suf](re.data_ptr(), im.data_ptr(), out.data_ptr(), rows, cols, *strides, int(save),
                                  torch.get_num_threads())
+
+    def modulus_cplx(self, z: Tensor, out: Tensor) -> None:
+        """``out = |z| + 1e-12`` for complex ``z`` and real ``out`` of one shape
+        ``(..., cols)``, each with a contiguous last dimension and a uniform row
+        stride."""
+        if not self.accepts(z, out) or not z.is_complex() or z.shape != out.shape:
+            raise ValueError("z (complex) and out (real) must be CPU tensors of one shape and precision")
+        cols = out.shape[-1]
+        s_z, s_out = _row_stride(z), _row_stride(out)
+        self._fn["modulus_cplx", _SUFFIX[out.dtype]](z.data_ptr(), out.data_ptr(), out.numel() // max(cols, 1),
+                                                     cols, s_z, s_out, torch.get_num_threads())
+
+    def scale_cplx(self, z: Tensor, g: Tensor) -> None:
+        """``z *= g / (|z| + 1e-12)`` in place (the modulus backward), complex ``z``,
+        real ``g`` of the same shape; layout as in :meth:`modulus_cplx`."""
+        if not self.accepts(z, g) or not z.is_complex() or z.shape != g.shape:
+            raise ValueError("z (complex) and g (real) must be CPU tensors of one shape and precision")
+        cols = g.shape[-1]
+        s_z, s_g = _row_stride(z), _row_stride(g)
+        self._fn["scale_cplx", _SUFFIX[g.dtype]](z.data_ptr(), g.data_ptr(), g.numel() // max(cols, 1), cols,
+                                                 s_z, s_g, torch.get_num_threads())
 
     def combine_add(self, gZ: Tensor, idx: Tensor, h2: Tensor, gext: Tensor) -> None:
         """``gext[b, idx[f, 0] + w] += (gZ[0, b, f, 1 + w] + i gZ[1, b, f, 1 + w]) *
@@ -146,6 +164,16 @@ class Kernels:
                              f"{idx.dtype} {tuple(idx.shape)}")
         self._fn["combine_add", suf](gZ.data_ptr(), B, nf, Lh, idx.data_ptr(), h2.data_ptr(), W, gext.data_ptr(),
                                      gext.shape[1], torch.get_num_threads())
+
+
+def _row_stride(t: Tensor) -> int:
+    """Uniform stride between the rows of ``t`` seen as ``(rows, cols)`` (in elements
+    of its dtype); ``ValueError`` when there is none or the last dimension is not
+    contiguous."""
+    rows_view = t.reshape(-1, t.shape[-1]) if t.is_contiguous() else _rows(t)
+    if rows_view.stride(-1) != 1 and rows_view.shape[-1] > 1:
+        raise ValueError("native kernels need a contiguous last dimension")
+    return rows_view.stride(0)
 
 
 def _rows(t: Tensor) -> Tensor:
