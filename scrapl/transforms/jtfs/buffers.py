@@ -24,6 +24,7 @@ this already).
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 
@@ -54,13 +55,15 @@ def _size_class(n: int) -> int:
     return -(-n // (1 << k)) << k
 
 
-def _classes_up_to(size: int, limit: int) -> list[int]:
-    """The size classes from ``size`` (a class) up to ``limit``, ascending."""
-    out = []
-    while size <= limit:
+@functools.lru_cache(maxsize=4096)
+def _candidates(n: int) -> tuple[int, ...]:
+    """The size classes a request for ``n`` elements may use: from its own class up to
+    ``2 n``, ascending."""
+    size, out = _size_class(n), []
+    while size <= max(2 * n, _size_class(n)):
         out.append(size)
         size = _size_class(size + 1)
-    return out
+    return tuple(out)
 
 
 class BufferPool:
@@ -79,18 +82,17 @@ class BufferPool:
         ``dtype`` (default ``like.dtype``); from the pool on the CPU."""
         dtype = like.dtype if dtype is None else dtype
         n = math.prod(shape)
-        itemsize = torch.empty((), dtype=dtype).element_size()
-        if like.device.type != "cpu" or n * itemsize < MIN_POOLED_BYTES:
+        if like.device.type != "cpu" or n * dtype.itemsize < MIN_POOLED_BYTES:
             return torch.empty(shape, dtype=dtype, device=like.device)
-        size = _size_class(n)
+        classes = _candidates(n)
         with self._lock:
             # best fit: the smallest free buffer of up to twice the size
-            for c in _classes_up_to(size, 2 * n):
+            for c in classes:
                 for base in self._bases.get((dtype, c), ()):
                     if _storage_users(base) == _ALONE:
                         return base[:n].view(shape)  # the view marks it as used
-            base = torch.empty(size, dtype=dtype)
-            self._bases.setdefault((dtype, size), []).append(base)
+            base = torch.empty(classes[0], dtype=dtype)
+            self._bases.setdefault((dtype, classes[0]), []).append(base)
             return base[:n].view(shape)
 
     def zeros(self, shape: tuple[int, ...] | list[int], like: Tensor, dtype: torch.dtype | None = None) -> Tensor:
