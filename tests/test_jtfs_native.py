@@ -147,6 +147,57 @@ def test_combine_add_is_the_adjoint_of_fill_planes(kernels: native.Kernels, thre
 
 
 @needs_kernels
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_planned_ffts_equal_torch_fft(kernels: native.Kernels, threads: int, dtype: torch.dtype) -> None:
+    if not kernels.has_fft:
+        pytest.skip("this torch build exports no MKL DFTI functions")
+    cdtype = torch.complex64 if dtype == torch.float32 else torch.complex128
+    g = torch.Generator().manual_seed(6)
+    for n, batch in ((64, (3,)), (4096, (2, 5)), (1000, (1,))):
+        x = torch.randn(*batch, n, generator=g, dtype=dtype)
+        x0 = x.clone()
+        X = kernels.rfft(x, torch.empty(*batch, n // 2 + 1, dtype=cdtype))
+        torch.testing.assert_close(X, torch.fft.rfft(x0), rtol=0, atol=0)  # same MKL, same plan
+        assert torch.equal(x, x0)
+        if n % 2 == 0:
+            X0 = X.clone()
+            y = kernels.irfft(X, n, torch.empty(*batch, n, dtype=dtype))
+            torch.testing.assert_close(y, torch.fft.irfft(X0, n=n), rtol=0, atol=0)
+        else:
+            with pytest.raises(ValueError, match="even"):
+                kernels.irfft(X, n, torch.empty(*batch, n, dtype=dtype))
+        z = torch.randn(*batch, n, generator=g, dtype=cdtype)
+        z0 = z.clone()
+        torch.testing.assert_close(kernels.c2c(z, torch.empty_like(z), False, 1 / n), torch.fft.ifft(z0),
+                                   rtol=0, atol=0)
+        torch.testing.assert_close(kernels.c2c(z, torch.empty_like(z), True, 1 / n),
+                                   torch.fft.fft(z0, norm="forward"), rtol=0, atol=0)
+        assert torch.equal(z, z0)
+    with pytest.raises(ValueError, match="expected"):
+        kernels.rfft(torch.randn(4, 64, dtype=dtype), torch.empty(4, 32, dtype=cdtype))
+    with pytest.raises(ValueError, match="contiguous"):
+        kernels.rfft(torch.randn(64, 4, dtype=dtype).t(), torch.empty(4, 33, dtype=cdtype))
+
+
+@needs_kernels
+def test_without_planned_ffts_the_torch_ffts_run(kernels: native.Kernels, monkeypatch: pytest.MonkeyPatch) -> None:
+    m = JTFS(shape=2048, J=5, Q1=8, Q2=2, J_fr=2, Q_fr=1)
+    x = torch.randn(2, 2048)
+    i = m.n_paths // 3
+    xa = x.clone().requires_grad_(True)
+    out = m.forward_path(xa, i)
+    (ga,) = torch.autograd.grad(out.square().sum(), xa)
+    monkeypatch.setattr(kernels, "has_fft", False)
+    for pool_outputs in (True, False):
+        monkeypatch.setattr(core, "POOL_FFT_OUTPUTS", pool_outputs)
+        xb = x.clone().requires_grad_(True)
+        out_b = m.forward_path(xb, i)
+        (gb,) = torch.autograd.grad(out_b.square().sum(), xb)
+        torch.testing.assert_close(out_b, out, rtol=0, atol=0)
+        torch.testing.assert_close(gb, ga, rtol=0, atol=0)
+
+
+@needs_kernels
 def test_kernel_argument_checks(kernels: native.Kernels) -> None:
     ext, _, idx, h2, Lh = _windows(torch.float32)
     Z = torch.empty(2, ext.shape[0], idx.shape[0], Lh, 2)

@@ -247,18 +247,38 @@ def _filter_chunks(B: int, nf: int, L: int, device: torch.device) -> list[tuple[
     return [(f0, min(nf, f0 + fc)) for f0 in range(0, nf, fc)]
 
 
-#: Write the FFT outputs that autograd keeps for the backward pass (the first-order
-#: planes, the second-order rows) into pooled buffers.  torch's ``out=`` FFT variants
-#: compute into a fresh tensor and copy it over, so this trades a copy pass for
-#: memory that is not returned to the OS and faulted in again at every step
-#: (measured on the paper configuration: the step is 8-10 % faster; pooling the
-#: transient spectra as well gains nothing more).
+#: Without the planned native FFTs: write the torch FFT outputs that autograd keeps
+#: for the backward pass (the first-order planes, the second-order rows) into pooled
+#: buffers.  torch's ``out=`` FFT variants compute into a fresh tensor and copy it
+#: over, so this trades a copy pass for memory that is not returned to the OS and
+#: faulted in again at every step (measured on the paper configuration: the step is
+#: 8-10 % faster; pooling the transient spectra as well gains nothing more).
 POOL_FFT_OUTPUTS: bool = True
 
 
-def _fft(fn, x: Tensor, out, **kw) -> Tensor:
-    """``fn(x, **kw)``, into ``out()`` when :data:`POOL_FFT_OUTPUTS`."""
-    return fn(x, out=out(), **kw) if POOL_FFT_OUTPUTS else fn(x, **kw)
+def _native_fft(*tensors: Tensor) -> native.Kernels | None:
+    """The native kernels when they can run planned FFTs on these tensors."""
+    k = _native(*tensors)
+    return k if k is not None and k.has_fft else None
+
+
+def _rfft(x: Tensor, out, keep: bool = False) -> Tensor:
+    """``torch.fft.rfft(x)`` (last dimension): a planned MKL FFT straight into
+    ``out()`` when available (no per-call plan, no copy); else torch's, into
+    ``out()`` only when ``keep`` (see :data:`POOL_FFT_OUTPUTS`)."""
+    k = _native_fft(x)
+    if k is not None:
+        return k.rfft(x, out())
+    return torch.fft.rfft(x, out=out()) if keep and POOL_FFT_OUTPUTS else torch.fft.rfft(x)
+
+
+def _irfft(X: Tensor, n: int, out, keep: bool = False) -> Tensor:
+    """``torch.fft.irfft(X, n=n)`` (last dimension) like :func:`_rfft`; ``X`` may be
+    overwritten."""
+    k = _native_fft(X) if n % 2 == 0 else None
+    if k is not None:
+        return k.irfft(X, n, out())
+    return torch.fft.irfft(X, n=n, out=out()) if keep and POOL_FFT_OUTPUTS else torch.fft.irfft(X, n=n)
 
 
 class _Scratch:
@@ -278,6 +298,10 @@ class _Scratch:
             buf = buffers.empty(self.pool, (n,), self.ref)
             self.bufs[name] = buf
         return buf[:n].view(shape)
+
+    def take_c(self, name: str, *shape: int) -> Tensor:
+        """:meth:`take` as a complex tensor of ``shape``."""
+        return torch.view_as_complex(self.take(name, *shape, 2))
 
     def new(self, shape: tuple[int, ...], like: Tensor) -> Tensor:
         """A fresh (pooled) buffer of ``shape`` and ``like``'s dtype, not shared with
@@ -325,11 +349,12 @@ def rfft_adjoint_scale(L: int, dtype: torch.dtype = torch.float32, device: torch
 
 
 def _group_forward(ext: Tensor, starts: tuple[int, ...], idx: Tensor, h2: Tensor, L: int, save: bool,
-                   scratch: _Scratch, consume) -> tuple[list[Tensor], list[tuple[int, int]]]:
+                   scratch: _Scratch, consume, keep_spec: bool = False) -> tuple[list[Tensor], list[tuple[int, int]]]:
     """Forward of one group (see :class:`ScalogramGroups`): ``consume(f0, f1, spec)``
-    receives each chunk's spectrum ``rfft(U1)``, complex ``(B, f1 - f0, L // 2 + 1)``;
-    returns the tensors the backward needs (the phasor ``p / u`` per chunk, when
-    ``save``) and the chunks."""
+    receives each chunk's spectrum ``rfft(U1)``, complex ``(B, f1 - f0, L // 2 + 1)``
+    (a scratch buffer overwritten by the next chunk unless ``keep_spec``); returns the
+    tensors the backward needs (the phasor ``p / u`` per chunk, when ``save``) and the
+    chunks."""
     nf, W = idx.shape
     Lh = L // 2 + 1
     chunks = _filter_chunks(ext.shape[0], nf, L, ext.device)
@@ -345,10 +370,14 @@ def _group_forward(ext: Tensor, starts: tuple[int, ...], idx: Tensor, h2: Tensor
             if Z is None or Z.shape[2] != f1 - f0:  # equal chunks share the zeroed planes
                 Z = _empty_planes(ext, f1 - f0, Lh, W, scratch)
             Zc = _fill_window(Z, ext, starts[f0:f1], idx[f0:f1], h2[f0:f1])
-        p = _fft(torch.fft.irfft, Zc, lambda: scratch.new((2, ext.shape[0], f1 - f0, L), ext.real), n=L)  # (2, B, fc, L)
+        shape = (2, ext.shape[0], f1 - f0, L)
+        p = _irfft(Zc, L, (lambda: scratch.new(shape, ext.real)) if save else (lambda: scratch.take("p", *shape)),
+                   keep=save)  # (2, B, fc, L)
         # with save, p becomes the phasor p / u: all the backward needs (u >= 1e-12)
         u = _modulus_into(p[0], p[1], scratch.take("u", *p.shape[1:]), save)
-        consume(f0, f1, torch.fft.rfft(u))
+        sshape = (*u.shape[:-1], Lh)
+        consume(f0, f1, _rfft(u, (lambda: scratch.new(sshape, ext)) if keep_spec else
+                              (lambda: scratch.take_c("spec", *sshape))))
         if save:
             saved.append(p)
     return saved, chunks
@@ -371,12 +400,12 @@ def _group_backward(gext: Tensor, g_of, saved: list[Tensor], starts: tuple[int, 
         if scale is not None:
             g_r = torch.view_as_real(G)
             G = torch.view_as_complex(torch.mul(g_r, scale, out=scratch.take("g", *g_r.shape)))
-        gu = torch.fft.irfft(G, n=L)
+        gu = _irfft(G, L, lambda: scratch.take("gu", B, f1 - f0, L))
         gp = torch.mul(phasor, gu, out=scratch.take("p", *phasor.shape))  # modulus backward g p / u: (2, B, fc, L)
         del gu
         # adjoint of irfft at bins 1..W (strictly inside (0, L/2)): (2 / L) * rfft, the
         # 2 / L cancelling the L / 2 left out of the scale
-        gZ = torch.fft.rfft(gp)  # complex (2, B, fc, L // 2 + 1)
+        gZ = _rfft(gp, lambda: scratch.take_c("gZ", *gp.shape[:-1], L // 2 + 1))  # complex (2, B, fc, L//2+1)
         del gp
         if k is not None:  # fused adjoint of the window fill
             k.combine_add(gZ, idx[f0:f1], h2[f0:f1], gext)
@@ -434,7 +463,8 @@ class ScalogramGroups(torch.autograd.Function):
         for gi, (starts, L) in enumerate(specs):
             idx, h2 = tensors[3 * gi], tensors[3 * gi + 1]
             o: list[Tensor] = []
-            sv, chunks = _group_forward(ext, starts, idx, h2, L, save, scratch, lambda f0, f1, spec: o.append(spec))
+            sv, chunks = _group_forward(ext, starts, idx, h2, L, save, scratch, lambda f0, f1, spec: o.append(spec),
+                                        keep_spec=True)
             layout.append((len(outs), len(o), len(saved), len(sv), chunks))
             outs += o
             saved += sv
@@ -704,13 +734,20 @@ class InverseFFT(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, pool: BufferPool | None) -> Tensor:  # noqa: D102
         ctx.pool = pool
-        return _fft(torch.fft.ifft, x, lambda: buffers.empty(pool, x.shape, x))
+        out = buffers.empty(pool, x.shape, x) if pool is not None and POOL_FFT_OUTPUTS else None
+        k = _native_fft(x)
+        if k is not None:
+            return k.c2c(x, out if out is not None else torch.empty_like(x), False, 1.0 / x.shape[-1])
+        return torch.fft.ifft(x) if out is None else torch.fft.ifft(x, out=out)
 
     @staticmethod
     def backward(ctx, g: Tensor):  # noqa: D102
         if torch.is_grad_enabled():  # create_graph=True: differentiable
             return torch.fft.fft(g, norm="forward"), None
-        return _fft(torch.fft.fft, g, lambda: buffers.empty(ctx.pool, g.shape, g), norm="forward"), None
+        k = _native_fft(g)
+        if k is not None:
+            return k.c2c(g, buffers.empty(ctx.pool, g.shape, g), True, 1.0 / g.shape[-1]), None
+        return torch.fft.fft(g, norm="forward"), None
 
 
 def second_order_inverse(win: Tensor, T2: int, fold: Tensor | None, pool: BufferPool | None = None) -> Tensor:
