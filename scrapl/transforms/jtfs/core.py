@@ -256,6 +256,12 @@ def _filter_chunks(B: int, nf: int, L: int, device: torch.device) -> list[tuple[
 POOL_FFT_OUTPUTS: bool = True
 
 
+def _pool_torch_fft(x: Tensor) -> bool:
+    """Whether a kept torch FFT output goes to a pooled buffer (CPU only: elsewhere
+    ``out=`` would only add a copy)."""
+    return POOL_FFT_OUTPUTS and x.device.type == "cpu"
+
+
 def _native_fft(*tensors: Tensor) -> native.Kernels | None:
     """The native kernels when they can run planned FFTs on these tensors."""
     k = _native(*tensors)
@@ -269,7 +275,7 @@ def _rfft(x: Tensor, out, keep: bool = False) -> Tensor:
     k = _native_fft(x)
     if k is not None:
         return k.rfft(x, out())
-    return torch.fft.rfft(x, out=out()) if keep and POOL_FFT_OUTPUTS else torch.fft.rfft(x)
+    return torch.fft.rfft(x, out=out()) if keep and _pool_torch_fft(x) else torch.fft.rfft(x)
 
 
 def _irfft(X: Tensor, n: int, out, keep: bool = False) -> Tensor:
@@ -278,7 +284,7 @@ def _irfft(X: Tensor, n: int, out, keep: bool = False) -> Tensor:
     k = _native_fft(X) if n % 2 == 0 else None
     if k is not None:
         return k.irfft(X, n, out())
-    return torch.fft.irfft(X, n=n, out=out()) if keep and POOL_FFT_OUTPUTS else torch.fft.irfft(X, n=n)
+    return torch.fft.irfft(X, n=n, out=out()) if keep and _pool_torch_fft(X) else torch.fft.irfft(X, n=n)
 
 
 class _Scratch:
@@ -734,7 +740,7 @@ class InverseFFT(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, pool: BufferPool | None) -> Tensor:  # noqa: D102
         ctx.pool = pool
-        out = buffers.empty(pool, x.shape, x) if pool is not None and POOL_FFT_OUTPUTS else None
+        out = buffers.empty(pool, x.shape, x) if pool is not None and _pool_torch_fft(x) else None
         k = _native_fft(x)
         if k is not None:
             return k.c2c(x, out if out is not None else torch.empty_like(x), False, 1.0 / x.shape[-1])
