@@ -165,3 +165,35 @@ def test_golden_and_gradients_on_cuda(name: str) -> None:
             s_target = m.forward_path(data["x_target"].cuda(), i, crop_time=False)
         torch.linalg.vector_norm(s_target - m.forward_path(xg, i, crop_time=False), dim=(-2, -1)).mean().backward()
         assert rel_l2(xg.grad.cpu(), grad) <= RTOL_L2, i
+
+
+@pytest.mark.parametrize("name", ["small", "paper"])
+def test_accelerator_route_emulated_on_cpu(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The code an accelerator runs (no native kernels, no buffer pool, one filter
+    chunk per group, index gathers, whole-length frequential chunks, hypot modulus,
+    torch FFTs without out=), forced on the CPU: same golden tolerances, so the GPU
+    route stays checked on machines without one."""
+    from scrapl.transforms.jtfs import core, native
+
+    def hypot_modulus(re: torch.Tensor, im: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        torch.hypot(re, im, out=out)
+        return out.add_(core.MODULUS_FLOOR)
+
+    monkeypatch.setattr(core, "_use_slices", lambda ext, W: False)
+    monkeypatch.setattr(core, "_filter_chunks", lambda B, nf, L, device: [(0, nf)])
+    monkeypatch.setattr(core, "_chunk_size", lambda batch, rows, length, device: length)
+    monkeypatch.setattr(core, "_pool_torch_fft", lambda x: False)
+    monkeypatch.setattr(core, "_modulus_torch", hypot_modulus)
+    data, _ = golden(name)
+    m = JTFS(**data["params"])
+    m.buffer_pool = None
+    with native.disabled():
+        for i, col in _some_paths(data, m):
+            assert rel_l2(m.forward_path(data["x"], i), data["full"][:, col]) <= RTOL_L2, i
+        for i, grad in zip(data["grad_paths"], data["grad_scrapl"]):
+            xg = data["x"].clone().requires_grad_(True)
+            with torch.no_grad():
+                s_target = m.forward_path(data["x_target"], i, crop_time=False)
+            torch.linalg.vector_norm(s_target - m.forward_path(xg, i, crop_time=False),
+                                     dim=(-2, -1)).mean().backward()
+            assert rel_l2(xg.grad, grad) <= RTOL_L2, i

@@ -78,7 +78,8 @@ class JTFS(ScatteringTransform):
     second-order rows and their gradients) come from :attr:`buffer_pool`, which keeps
     them for the next call instead of returning them to the allocator (that costs
     thousands of page faults per training step).  It holds at most about what the
-    largest call needed at once; ``jtfs.buffer_pool.clear()`` releases it.
+    largest call needed at once; ``jtfs.buffer_pool.clear()`` releases it, and
+    ``jtfs.buffer_pool = None`` switches pooling off (plain allocations).
 
     Example::
 
