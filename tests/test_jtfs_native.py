@@ -270,3 +270,13 @@ def test_build_is_cached_and_atomic(monkeypatch: pytest.MonkeyPatch, tmp_path) -
     mtime = first.path.stat().st_mtime_ns
     second = native._build()
     assert second.path == first.path and second.path.stat().st_mtime_ns == mtime  # not rebuilt
+
+
+@pytest.mark.parametrize("n", [16, 15])
+def test_real_spectrum_is_rfft_with_its_adjoint(n: int) -> None:
+    """core.RealSpectrum (the input spectrum, planned FFT when available): values, and
+    first and second derivatives by finite differences, odd and even lengths."""
+    x = torch.randn(3, n, dtype=torch.float64, requires_grad=True)
+    torch.testing.assert_close(core.RealSpectrum.apply(x), torch.fft.rfft(x), rtol=0, atol=1e-12)
+    assert torch.autograd.gradcheck(core.RealSpectrum.apply, (x,))
+    assert torch.autograd.gradgradcheck(core.RealSpectrum.apply, (x,))

@@ -225,6 +225,31 @@ def _modulus_torch(re: Tensor, im: Tensor, out: Tensor) -> Tensor:
     return out.add_(MODULUS_FLOOR)
 
 
+class RealSpectrum(torch.autograd.Function):
+    """``torch.fft.rfft`` of a real ``(..., N)`` signal over its last dimension,
+    through the planned native FFTs when available.  Backward (the adjoint):
+    ``N * irfft(G * w, n=N)`` with ``w = 1`` at bin 0 (and ``N / 2`` for even ``N``)
+    and ``1 / 2`` in between."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # noqa: D102
+        ctx.n = x.shape[-1]
+        return _rfft(x.contiguous(), lambda: x.new_empty(*x.shape[:-1], x.shape[-1] // 2 + 1,
+                                                        dtype=torch.promote_types(x.dtype, torch.complex64)))
+
+    @staticmethod
+    def backward(ctx, g: Tensor):  # noqa: D102
+        n = ctx.n
+        w = torch.full((g.shape[-1],), 0.5 * n, dtype=g.real.dtype, device=g.device)
+        w[0] = n
+        if n % 2 == 0:
+            w[-1] = n
+        gw = g * w  # differentiable when create_graph=True
+        if torch.is_grad_enabled():
+            return torch.fft.irfft(gw, n=n)
+        return _irfft(gw, n, lambda: g.real.new_empty(*g.shape[:-1], n))
+
+
 def extended_spectrum(x_hat: Tensor, n_pad: int, extra: int) -> Tensor:
     """Two-sided spectrum of a real signal from its one-sided one, extended
     circularly: complex ``(B, n_pad + extra)`` with ``out[:, b] = X[b % n_pad]``,

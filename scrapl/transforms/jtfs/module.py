@@ -283,7 +283,7 @@ class JTFS(ScatteringTransform):
     def _input_spectrum(self, xb: Tensor) -> Tensor:
         """Extended two-sided spectrum of the padded input (see
         :func:`core.extended_spectrum`), complex ``(B, N_pad + max W)``."""
-        x_hat = torch.fft.rfft(core.reflect_pad(xb, self.pad_left, self.pad_right))
+        x_hat = core.RealSpectrum.apply(core.reflect_pad(xb, self.pad_left, self.pad_right))
         return core.extended_spectrum(x_hat, self.N_pad, self._ext_extra)
 
     def _u1_hats(self, ext: Tensor, groups: list[_Group]) -> list[list[Tensor]]:
