@@ -280,3 +280,20 @@ def test_real_spectrum_is_rfft_with_its_adjoint(n: int) -> None:
     torch.testing.assert_close(core.RealSpectrum.apply(x), torch.fft.rfft(x), rtol=0, atol=1e-12)
     assert torch.autograd.gradcheck(core.RealSpectrum.apply, (x,))
     assert torch.autograd.gradgradcheck(core.RealSpectrum.apply, (x,))
+
+
+@needs_kernels
+def test_a_failing_fft_plan_falls_back_to_torch(kernels: native.Kernels, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not kernels.has_fft:
+        pytest.skip("this torch build exports no MKL DFTI functions")
+    m = JTFS(shape=2048, J=5, Q1=8, Q2=2, J_fr=2, Q_fr=1)
+    x = torch.randn(2, 2048)
+    want = m.forward_path(x, 7)
+    monkeypatch.setattr(kernels, "has_fft", True)  # restored after the test
+    monkeypatch.setattr(kernels, "fft_reason", None)
+    monkeypatch.setattr(kernels, "_plans", {})
+    monkeypatch.setattr(kernels, "_plan", lambda *args: None)  # every new plan fails
+    torch.testing.assert_close(m.forward_path(x, 7), want, rtol=0, atol=0)
+    assert kernels.has_fft is False and "failed" in kernels.fft_reason
+    st = native.status()
+    assert st["active"] is True and st["fft"] is False and "failed" in st["fft_reason"]

@@ -299,7 +299,10 @@ def _rfft(x: Tensor, out, keep: bool = False) -> Tensor:
     ``out()`` only when ``keep`` (see :data:`POOL_FFT_OUTPUTS`)."""
     k = _native_fft(x)
     if k is not None:
-        return k.rfft(x, out())
+        try:
+            return k.rfft(x, out())
+        except native.NativeFFTError:  # unavailable from now on (see native.status())
+            pass
     return torch.fft.rfft(x, out=out()) if keep and _pool_torch_fft(x) else torch.fft.rfft(x)
 
 
@@ -308,7 +311,10 @@ def _irfft(X: Tensor, n: int, out, keep: bool = False) -> Tensor:
     overwritten."""
     k = _native_fft(X) if n % 2 == 0 else None
     if k is not None:
-        return k.irfft(X, n, out())
+        try:
+            return k.irfft(X, n, out())
+        except native.NativeFFTError:
+            pass
     return torch.fft.irfft(X, n=n, out=out()) if keep and _pool_torch_fft(X) else torch.fft.irfft(X, n=n)
 
 
@@ -768,7 +774,10 @@ class InverseFFT(torch.autograd.Function):
         out = buffers.empty(pool, x.shape, x) if pool is not None and _pool_torch_fft(x) else None
         k = _native_fft(x)
         if k is not None:
-            return k.c2c(x, out if out is not None else torch.empty_like(x), False, 1.0 / x.shape[-1])
+            try:
+                return k.c2c(x, out if out is not None else torch.empty_like(x), False, 1.0 / x.shape[-1])
+            except native.NativeFFTError:
+                pass
         return torch.fft.ifft(x) if out is None else torch.fft.ifft(x, out=out)
 
     @staticmethod
@@ -777,7 +786,10 @@ class InverseFFT(torch.autograd.Function):
             return torch.fft.fft(g, norm="forward"), None
         k = _native_fft(g)
         if k is not None:
-            return k.c2c(g, buffers.empty(ctx.pool, g.shape, g), True, 1.0 / g.shape[-1]), None
+            try:
+                return k.c2c(g, buffers.empty(ctx.pool, g.shape, g), True, 1.0 / g.shape[-1]), None
+            except native.NativeFFTError:
+                pass
         return torch.fft.fft(g, norm="forward"), None
 
 

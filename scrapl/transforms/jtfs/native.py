@@ -49,7 +49,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-__all__ = ["Kernels", "disabled", "get", "status"]
+__all__ = ["Kernels", "NativeFFTError", "disabled", "get", "status"]
 
 _SOURCE = Path(__file__).with_name("_kernels.c")
 _ABI = 3
@@ -66,6 +66,10 @@ _SIGNATURES = {
     "scale_cplx": [_P, _P, _I, _I, _I, _I, _C],
 }
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64", torch.complex64: "f32", torch.complex128: "f64"}
+
+
+class NativeFFTError(RuntimeError):
+    """A planned FFT could not run (the caller falls back to ``torch.fft``)."""
 
 
 _DFTI_SYMBOLS = ("DftiCreateDescriptor_s_1d", "DftiCreateDescriptor_d_1d", "DftiSetValue", "DftiCommitDescriptor",
@@ -121,13 +125,35 @@ class Kernels:
         self._release.argtypes = [_P]
         self._release.restype = None
         dfti = _find_dfti()
+        self._plans: dict[tuple, int] = {}
+        self._plans_lock = threading.Lock()
         self.has_fft = dfti is not None
+        self.fft_reason: str | None = None if self.has_fft else "torch exports no MKL DFTI functions"
         if dfti is not None:
             lib.dfti_init.argtypes = [_P] * 7
             lib.dfti_init.restype = None
             lib.dfti_init(*dfti)
-        self._plans: dict[tuple, int] = {}
-        self._plans_lock = threading.Lock()
+            self._self_test()
+
+    def _self_test(self) -> None:
+        """Switch the planned FFTs off (with the reason) unless they reproduce
+        ``torch.fft`` on small transforms of both precisions."""
+        try:
+            for dtype, cdtype in ((torch.float32, torch.complex64), (torch.float64, torch.complex128)):
+                g = torch.Generator().manual_seed(0)
+                x = torch.randn(3, 64, generator=g, dtype=dtype)
+                z = torch.randn(3, 64, generator=g, dtype=cdtype)
+                X = self.rfft(x, torch.empty(3, 33, dtype=cdtype))
+                checks = [(X, torch.fft.rfft(x)),
+                          (self.irfft(X.clone(), 64, torch.empty(3, 64, dtype=dtype)), torch.fft.irfft(X, n=64)),
+                          (self.c2c(z, torch.empty_like(z), False, 1 / 64), torch.fft.ifft(z)),
+                          (self.c2c(z, torch.empty_like(z), True, 1 / 64), torch.fft.fft(z, norm="forward"))]
+                for got, want in checks:
+                    if not torch.allclose(got, want, rtol=1e-4, atol=1e-5):
+                        raise RuntimeError("planned MKL FFTs disagree with torch.fft")
+        except (RuntimeError, ValueError) as exc:
+            self.has_fft = False
+            self.fft_reason = f"self-test failed: {exc}"
 
     # ------------------------------------------------------------------ FFTs
     def _get_plan(self, dbl: bool, kind: int, n: int, howmany: int, scale: float) -> int:
@@ -138,8 +164,10 @@ class Kernels:
                 status = ctypes.c_long(0)
                 plan = self._plan(int(dbl), kind, n, howmany, scale, key[-1], ctypes.byref(status))
                 if not plan:
-                    raise RuntimeError(f"MKL DFTI plan (kind {kind}, n={n}, batch {howmany}) failed with "
+                    self.has_fft = False  # callers fall back to torch.fft from now on
+                    self.fft_reason = (f"MKL DFTI plan (kind {kind}, n={n}, batch {howmany}) failed with "
                                        f"status {status.value}")
+                    raise NativeFFTError(self.fft_reason)
                 while len(self._plans) >= MAX_FFT_PLANS:
                     self._release(self._plans.pop(next(iter(self._plans))))
             self._plans[key] = plan  # most recently used last
@@ -147,7 +175,7 @@ class Kernels:
 
     def _check_fft(self, inp: Tensor, out: Tensor, n: int, in_len: int, out_len: int) -> int:
         if not self.has_fft:
-            raise RuntimeError("the planned FFTs are not available (torch exports no MKL DFTI functions)")
+            raise NativeFFTError(f"the planned FFTs are not available: {self.fft_reason}")
         if not self.accepts(inp, out) or not inp.is_contiguous() or not out.is_contiguous():
             raise ValueError("FFT operands must be contiguous CPU tensors of one precision")
         if inp.shape[-1] != in_len or out.shape[-1] != out_len or inp.shape[:-1] != out.shape[:-1]:
@@ -190,7 +218,9 @@ class Kernels:
     def _exec(self, plan: int, forward: bool, inp: Tensor, out: Tensor) -> None:
         status = self._run(plan, int(forward), inp.data_ptr(), out.data_ptr())
         if status != 0:
-            raise RuntimeError(f"MKL DFTI compute failed with status {status}")
+            self.has_fft = False
+            self.fft_reason = f"MKL DFTI compute failed with status {status}"
+            raise NativeFFTError(self.fft_reason)
 
     @staticmethod
     def accepts(*tensors: Tensor) -> bool:
@@ -392,14 +422,14 @@ def get() -> Kernels | None:
 
 
 def status() -> dict[str, object]:
-    """Whether the fused kernels are in use: ``{"active": bool, "path": str | None,
-    "reason": str | None}`` (``reason`` says why they are not)."""
+    """Whether the native kernels are in use: ``{"active": bool, "path": str | None,
+    "reason": str | None, "fft": bool, "fft_reason": str | None}`` (``reason`` says why
+    the kernels are not active, ``fft_reason`` why the planned FFTs are not)."""
     k = get()
     if k is not None:
-        return {"active": True, "path": str(k.path), "reason": None}
-    if _disabled():
-        return {"active": False, "path": None, "reason": "disabled (SCRAPL_NATIVE=0 or native.disabled())"}
-    return {"active": False, "path": None, "reason": _state.get("reason")}
+        return {"active": True, "path": str(k.path), "reason": None, "fft": k.has_fft, "fft_reason": k.fft_reason}
+    reason = "disabled (SCRAPL_NATIVE=0 or native.disabled())" if _disabled() else _state.get("reason")
+    return {"active": False, "path": None, "reason": reason, "fft": False, "fft_reason": reason}
 
 
 @contextlib.contextmanager
