@@ -159,3 +159,43 @@ def test_pool_is_bounded_and_not_part_of_the_state(jtfs: JTFS) -> None:
     clone = copy.deepcopy(jtfs)
     assert clone.buffer_pool.nbytes == 0
     torch.testing.assert_close(clone.forward_path(x, 3), jtfs.forward_path(x, 3), rtol=0, atol=0)
+
+
+def test_one_module_used_from_several_threads(jtfs: JTFS) -> None:
+    """Shared module, concurrent calls (pool, native kernels and per-thread FFT plans):
+    every thread gets what a sequential call gives."""
+    g = torch.Generator().manual_seed(1)
+    xs = [torch.randn(2, 4096, generator=g) for _ in range(3)]
+    paths = list(range(0, jtfs.n_paths, 4))
+    want = {}
+    for k, x in enumerate(xs):
+        for i in paths:
+            xb = x.clone().requires_grad_(True)
+            out = jtfs.forward_path(xb, i)
+            (gr,) = torch.autograd.grad(out.square().sum(), xb)
+            want[k, i] = (out.detach(), gr)
+    got: dict = {}
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(xs))
+
+    def work(k: int) -> None:
+        try:
+            barrier.wait()
+            for _ in range(2):
+                for i in paths:
+                    xb = xs[k].clone().requires_grad_(True)
+                    out = jtfs.forward_path(xb, i)
+                    (gr,) = torch.autograd.grad(out.square().sum(), xb)
+                    got[k, i] = (out.detach(), gr)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(len(xs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for key, (out, gr) in want.items():
+        torch.testing.assert_close(got[key][0], out, rtol=0, atol=0)
+        torch.testing.assert_close(got[key][1], gr, rtol=0, atol=0)
