@@ -210,6 +210,36 @@ def test_fused_frequency_scattering_matches_unfused_and_gradchecks() -> None:
     assert torch.autograd.gradgradcheck(lambda v: core.freq_scatter_modulus_average(v, M, A[:24]), (y2t,))
 
 
+@pytest.mark.parametrize("keep_max", [0, None], ids=["recompute", "keep"])
+def test_frequency_scattering_backward_keeps_or_recomputes_the_product(monkeypatch: pytest.MonkeyPatch,
+                                                                       keep_max: int | None) -> None:
+    """The backward pass either reuses the kept ``M y2`` (small enough) or recomputes
+    it; both give the autograd gradient of the plain composition, also when the graph
+    is run twice (retain_graph: the kept product must not be modified)."""
+    if keep_max is not None:
+        monkeypatch.setattr(core, "FREQ_KEEP_MAX", keep_max)
+    g = torch.Generator().manual_seed(9)
+    B, n, R, T2, Tc = 2, 3, 5, 3000, 4  # several time chunks, the last one partial
+    monkeypatch.setattr(core, "FREQ_CHUNK_FLOATS", 2 * B * R * 512)
+    Mc = torch.complex(torch.randn(R, n, generator=g), torch.randn(R, n, generator=g))
+    M = torch.zeros(R, 2, n, 2)
+    M[:, 0, :, 0], M[:, 0, :, 1], M[:, 1, :, 0], M[:, 1, :, 1] = Mc.real, -Mc.imag, Mc.imag, Mc.real
+    M = M.reshape(2 * R, 2 * n)
+    A = torch.rand(T2, Tc, generator=g)
+    y2 = torch.randn(B, n, T2, dtype=torch.complex64, generator=g)
+    w = torch.randn(B, R, Tc, generator=g)
+    ya = y2.clone().requires_grad_(True)
+    (want,) = torch.autograd.grad((core._freq_scatter_plain(ya, M, A) * w).sum(), ya)
+    yb = y2.clone().requires_grad_(True)
+    loss = (core.freq_scatter_modulus_average(yb, M, A) * w).sum()
+    loss.backward(retain_graph=True)
+    first = yb.grad.clone()
+    yb.grad = None
+    loss.backward()
+    torch.testing.assert_close(first, want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(yb.grad, first, rtol=0, atol=0)
+
+
 def test_second_order_rows_folding_matches_explicit_fold() -> None:
     """The fold branch (window wider than the output length) equals an explicit
     Fourier-domain decimation."""

@@ -97,15 +97,20 @@ def test_complex_modulus_and_its_backward_scale_match_torch(kernels: native.Kern
     ref = torch.view_as_real(z).square().sum(-1).sqrt() + 1e-12
     torch.testing.assert_close(out, ref, rtol=2 * torch.finfo(dtype).eps, atol=0)
     zz = z.clone()
+    separate = kernels.scale_cplx(z, gr, torch.empty(3, 4, 4097, dtype=cdtype))
+    assert torch.equal(z, zz)  # out= leaves z alone
     kernels.scale_cplx(z, gr)
     torch.testing.assert_close(z, zz * (gr / ref), rtol=8 * torch.finfo(dtype).eps, atol=1e-300)
+    assert torch.equal(separate, z)
     assert torch.equal(z[1, 2, :5], torch.zeros(5, dtype=cdtype))  # the floor: no NaN at exact zeros
     # the core wrappers give the same with and without the kernels
     z2, z3 = zz.clone(), zz.clone()
     core._scale_by_modulus(z2, gr, torch.empty(3, 4, 4097, dtype=dtype))
     with native.disabled():
         core._scale_by_modulus(z3, gr, torch.empty(3, 4, 4097, dtype=dtype))
+        z4 = core._scale_by_modulus(zz, gr, torch.empty(3, 4, 4097, dtype=dtype), out=torch.empty_like(zz))
         u3 = core._modulus_cplx_into(zz, torch.empty(3, 4, 4097, dtype=dtype))
+    torch.testing.assert_close(z4, z3, rtol=0, atol=0)
     torch.testing.assert_close(z2, z3, rtol=8 * torch.finfo(dtype).eps, atol=1e-300)
     torch.testing.assert_close(core._modulus_cplx_into(zz, torch.empty(3, 4, 4097, dtype=dtype)), u3,
                                rtol=2 * torch.finfo(dtype).eps, atol=0)

@@ -92,22 +92,23 @@ void modulus_cplx_##SUF(const T *z, T *out, int64_t rows, int64_t cols, int64_t 
     }                                                                                   \
 }                                                                                       \
                                                                                         \
-/* z *= g / (|z| + 1e-12) in place: the modulus backward for complex rows z and a     \
- * real gradient g, (rows, cols) with row strides. */                                   \
-void scale_cplx_##SUF(T *z, const T *g, int64_t rows, int64_t cols, int64_t s_z,         \
-                      int64_t s_g, int nthreads) {                                      \
+/* out = z * g / (|z| + 1e-12) (out may be z): the modulus backward for complex     \
+ * rows z and a real gradient g, (rows, cols) with row strides. */                      \
+void scale_cplx_##SUF(const T *z, const T *g, T *out, int64_t rows, int64_t cols,        \
+                      int64_t s_z, int64_t s_g, int64_t s_out, int nthreads) {          \
     int64_t nb = (cols + BLOCK - 1) / BLOCK;                                             \
     _Pragma("omp parallel for num_threads(nthreads) schedule(static)")                  \
     for (int64_t t = 0; t < rows * nb; ++t) {                                            \
         int64_t r = t / nb, c0 = (t % nb) * BLOCK;                                       \
         int64_t c1 = c0 + BLOCK < cols ? c0 + BLOCK : cols;                              \
-        T *x = z + 2 * r * s_z;                                                          \
+        const T *x = z + 2 * r * s_z;                                                    \
         const T *q = g + r * s_g;                                                        \
+        T *o = out + 2 * r * s_out;                                                      \
         _Pragma("omp simd")                                                             \
         for (int64_t i = c0; i < c1; ++i) {                                              \
             T a = x[2 * i], b = x[2 * i + 1];                                            \
             T s = q[i] / (SQRT(a * a + b * b) + (T)1e-12);                               \
-            x[2 * i] = a * s; x[2 * i + 1] = b * s;                                      \
+            o[2 * i] = a * s; o[2 * i + 1] = b * s;                                      \
         }                                                                               \
     }                                                                                   \
 }                                                                                       \
@@ -224,4 +225,4 @@ void dfti_release(void *plan) {
 }
 
 /* Version of this kernel interface (checked by native.py). */
-int scrapl_kernels_abi(void) { return 3; }
+int scrapl_kernels_abi(void) { return 4; }

@@ -52,7 +52,7 @@ from torch import Tensor
 __all__ = ["Kernels", "NativeFFTError", "disabled", "get", "status"]
 
 _SOURCE = Path(__file__).with_name("_kernels.c")
-_ABI = 3
+_ABI = 4
 _FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-ffp-contract=off", "-fopenmp", "-shared", "-fPIC"]
 
 _P = ctypes.c_void_p
@@ -63,7 +63,7 @@ _SIGNATURES = {
     "modulus": [_P, _P, _P, _I, _I, _I, _I, _I, _C, _C],
     "combine_add": [_P, _I, _I, _I, _P, _P, _I, _P, _I, _C],
     "modulus_cplx": [_P, _P, _I, _I, _I, _I, _C],
-    "scale_cplx": [_P, _P, _I, _I, _I, _I, _C],
+    "scale_cplx": [_P, _P, _P, _I, _I, _I, _I, _I, _C],
 }
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64", torch.complex64: "f32", torch.complex128: "f64"}
 
@@ -284,15 +284,19 @@ class Kernels:
         self._fn["modulus_cplx", _SUFFIX[out.dtype]](z.data_ptr(), out.data_ptr(), out.numel() // max(cols, 1),
                                                      cols, s_z, s_out, torch.get_num_threads())
 
-    def scale_cplx(self, z: Tensor, g: Tensor) -> None:
-        """``z *= g / (|z| + 1e-12)`` in place (the modulus backward), complex ``z``,
-        real ``g`` of the same shape; layout as in :meth:`modulus_cplx`."""
-        if not self.accepts(z, g) or not z.is_complex() or z.shape != g.shape:
-            raise ValueError("z (complex) and g (real) must be CPU tensors of one shape and precision")
+    def scale_cplx(self, z: Tensor, g: Tensor, out: Tensor | None = None) -> Tensor:
+        """``out = z * g / (|z| + 1e-12)`` (the modulus backward; ``out=None``: in place
+        in ``z``), complex ``z`` and ``out``, real ``g``, one shape; layout as in
+        :meth:`modulus_cplx`."""
+        out = z if out is None else out
+        if (not self.accepts(z, g, out) or not z.is_complex() or not out.is_complex()
+                or not z.shape == g.shape == out.shape):
+            raise ValueError("z, out (complex) and g (real) must be CPU tensors of one shape and precision")
         cols = g.shape[-1]
-        s_z, s_g = _row_stride(z), _row_stride(g)
-        self._fn["scale_cplx", _SUFFIX[g.dtype]](z.data_ptr(), g.data_ptr(), g.numel() // max(cols, 1), cols,
-                                                 s_z, s_g, torch.get_num_threads())
+        s_z, s_g, s_out = _row_stride(z), _row_stride(g), _row_stride(out)
+        self._fn["scale_cplx", _SUFFIX[g.dtype]](z.data_ptr(), g.data_ptr(), out.data_ptr(), g.numel() // max(cols, 1),
+                                                 cols, s_z, s_g, s_out, torch.get_num_threads())
+        return out
 
     def combine_add(self, gZ: Tensor, idx: Tensor, h2: Tensor, gext: Tensor) -> None:
         """``gext[b, idx[f, 0] + w] += (gZ[0, b, f, 1 + w] + i gZ[1, b, f, 1 + w]) *
