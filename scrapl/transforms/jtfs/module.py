@@ -77,8 +77,8 @@ class JTFS(ScatteringTransform):
     Work memory: on the CPU the large temporaries of a call (FFT planes, spectra,
     second-order rows and their gradients) come from :attr:`buffer_pool`, which keeps
     them for the next call instead of returning them to the allocator (that costs
-    thousands of page faults per training step).  It holds at most about what the
-    largest call needed at once; ``jtfs.buffer_pool.clear()`` releases it, and
+    thousands of page faults per training step).  It grows to the buffers of the
+    largest calls, in a few sizes; ``jtfs.buffer_pool.clear()`` releases it, and
     ``jtfs.buffer_pool = None`` switches pooling off (plain allocations).
 
     Example::
