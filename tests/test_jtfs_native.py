@@ -203,6 +203,42 @@ def test_without_planned_ffts_the_torch_ffts_run(kernels: native.Kernels, monkey
 
 
 @needs_kernels
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_window_gather_and_scatter_match_torch(kernels: native.Kernels, threads: int, dtype: torch.dtype) -> None:
+    """The second-order window gather (descending runs read backwards, overlapping
+    runs) and its accumulated adjoint with the rfft end-bin weights."""
+    cdtype = torch.complex64 if dtype == torch.float32 else torch.complex128
+    g = torch.Generator().manual_seed(7)
+    B, nf, Lh, n_out, width, row0 = 2, 3, 50, 7, 40, 2
+    segs = ((1, 0, 6, True), (0, 6, 20, False), (10, 26, 5, False))  # bins 10..14 read twice
+    st = native.segments(segs)
+    coef = torch.randn(31, 2, generator=g, dtype=dtype)
+    spec = torch.randn(B, nf, Lh, generator=g, dtype=cdtype)
+    out = torch.zeros(B, n_out, width, dtype=cdtype)
+    kernels.gather_segments(spec, out, row0, coef, st)
+    ref = torch.zeros(B, n_out, width, dtype=cdtype)
+    core._gather_window(torch.view_as_real(ref)[:, row0: row0 + nf], spec, coef, segs)
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    grad = torch.randn(B, n_out, width, generator=g, dtype=cdtype)
+    G = torch.randn(B, nf, Lh, generator=g, dtype=cdtype)
+    G_ref = G.clone()
+    kernels.scatter_segments(grad, row0, coef, st, G, True, True)
+    core._scatter_window(torch.view_as_real(G_ref), torch.view_as_real(grad)[:, row0: row0 + nf], coef, segs)
+    G_ref[:, :, 0] *= 2
+    G_ref[:, :, -1] *= 2
+    tol = 1e-6 if dtype == torch.float32 else 1e-14
+    torch.testing.assert_close(G, G_ref, rtol=tol, atol=tol)
+    with pytest.raises(ValueError, match="beyond"):
+        kernels.gather_segments(spec, out, row0, coef[:20], st)
+    with pytest.raises(ValueError, match="native.segments"):
+        kernels.gather_segments(spec, out, row0, coef, st.clone())
+    with pytest.raises(ValueError, match="rows"):
+        kernels.gather_segments(spec, out, n_out - 1, coef, st)
+    with pytest.raises(ValueError, match="negative"):
+        native.segments(((-1, 0, 3, False),))
+
+
+@needs_kernels
 def test_kernel_argument_checks(kernels: native.Kernels) -> None:
     ext, _, idx, h2, Lh = _windows(torch.float32)
     Z = torch.empty(2, ext.shape[0], idx.shape[0], Lh, 2)

@@ -113,6 +113,74 @@ void scale_cplx_##SUF(const T *z, const T *g, T *out, int64_t rows, int64_t cols
     }                                                                                   \
 }                                                                                       \
                                                                                         \
+/* Second-order window gather: for every row (b, f) of spec (complex (B, nf, Lh)) and \
+ * run (src, dst, n, desc) of segs (int64 (nseg, 4)):                                   \
+ *   out[b, row0 + f, dst + j] = spec[b, f, src + j] * coef[dst + j]   (j < n)          \
+ * read in reverse (src + n - 1 - j) for descending runs; the complex value times the  \
+ * real pair coef = (c0, c1) is (re c0, im c1).  out: complex (B, n_out, width). */      \
+void gather_segments_##SUF(const T *spec, int64_t B, int64_t nf, int64_t Lh, T *out,     \
+                           int64_t n_out, int64_t width, int64_t row0, const T *coef,   \
+                           const int64_t *segs, int64_t nseg, int nthreads) {           \
+    _Pragma("omp parallel for num_threads(nthreads) schedule(static)")                  \
+    for (int64_t r = 0; r < B * nf; ++r) {                                               \
+        int64_t b = r / nf, f = r % nf;                                                  \
+        const T *x = spec + 2 * r * Lh;                                                  \
+        T *o = out + 2 * ((b * n_out + row0 + f) * width);                               \
+        for (int64_t q = 0; q < nseg; ++q) {                                             \
+            int64_t src = segs[4 * q], dst = segs[4 * q + 1], n = segs[4 * q + 2];        \
+            const T *c = coef + 2 * dst;                                                 \
+            T *d = o + 2 * dst;                                                          \
+            if (segs[4 * q + 3]) {                                                       \
+                const T *e = x + 2 * (src + n - 1);                                      \
+                for (int64_t j = 0; j < n; ++j) {                                        \
+                    d[2 * j] = e[-2 * j] * c[2 * j];                                     \
+                    d[2 * j + 1] = e[-2 * j + 1] * c[2 * j + 1];                         \
+                }                                                                       \
+            } else {                                                                    \
+                const T *e = x + 2 * src;                                                \
+                _Pragma("omp simd")                                                     \
+                for (int64_t j = 0; j < 2 * n; ++j) d[j] = e[j] * c[j];                  \
+            }                                                                           \
+        }                                                                               \
+    }                                                                                   \
+}                                                                                       \
+                                                                                        \
+/* Its adjoint, accumulated: G[b, f, src + j] += g[b, row0 + f, dst + j] * coef[dst+j] \
+ * (reversed for descending runs; runs may overlap, so the runs of a row are added in  \
+ * order, rows in parallel); then, when scale_ends, G[b, f, 0] and (for even_L)        \
+ * G[b, f, Lh - 1] are doubled (the rfft adjoint weights). */                           \
+void scatter_segments_##SUF(const T *g, int64_t n_g, int64_t width, int64_t row0,        \
+                            const T *coef, const int64_t *segs, int64_t nseg, T *G,      \
+                            int64_t B, int64_t nf, int64_t Lh, int scale_ends, int even_L,\
+                            int nthreads) {                                             \
+    _Pragma("omp parallel for num_threads(nthreads) schedule(static)")                  \
+    for (int64_t r = 0; r < B * nf; ++r) {                                               \
+        int64_t b = r / nf, f = r % nf;                                                  \
+        T *x = G + 2 * r * Lh;                                                           \
+        const T *o = g + 2 * ((b * n_g + row0 + f) * width);                             \
+        for (int64_t q = 0; q < nseg; ++q) {                                             \
+            int64_t src = segs[4 * q], dst = segs[4 * q + 1], n = segs[4 * q + 2];        \
+            const T *c = coef + 2 * dst;                                                 \
+            const T *d = o + 2 * dst;                                                    \
+            if (segs[4 * q + 3]) {                                                       \
+                T *e = x + 2 * (src + n - 1);                                            \
+                for (int64_t j = 0; j < n; ++j) {                                        \
+                    e[-2 * j] += d[2 * j] * c[2 * j];                                    \
+                    e[-2 * j + 1] += d[2 * j + 1] * c[2 * j + 1];                        \
+                }                                                                       \
+            } else {                                                                    \
+                T *e = x + 2 * src;                                                      \
+                _Pragma("omp simd")                                                     \
+                for (int64_t j = 0; j < 2 * n; ++j) e[j] += d[j] * c[j];                 \
+            }                                                                           \
+        }                                                                               \
+        if (scale_ends) {                                                               \
+            x[0] *= 2; x[1] *= 2;                                                        \
+            if (even_L) { x[2 * (Lh - 1)] *= 2; x[2 * (Lh - 1) + 1] *= 2; }              \
+        }                                                                               \
+    }                                                                                   \
+}                                                                                       \
+                                                                                        \
 /* gext[b, s_f + w] += (gZ[0, b, f, 1 + w] + i gZ[1, b, f, 1 + w]) * h2[f, w]          \
  * (the adjoint of fill_planes; windows of neighbouring filters overlap, so the        \
  * filters of one batch row are added in order, rows in parallel). */                  \
@@ -225,4 +293,4 @@ void dfti_release(void *plan) {
 }
 
 /* Version of this kernel interface (checked by native.py). */
-int scrapl_kernels_abi(void) { return 4; }
+int scrapl_kernels_abi(void) { return 5; }

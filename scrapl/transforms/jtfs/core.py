@@ -590,7 +590,11 @@ class ScalogramSecondOrder(torch.autograd.Function):
             idx, h2, coef = tensors[3 * gi: 3 * gi + 3]
 
             def gather(f0: int, f1: int, spec: Tensor, r0: int = r0, coef: Tensor = coef, segs: tuple = segs) -> None:
-                _gather_window(out_r[:, r0 + f0: r0 + f1], spec, coef, segs)
+                k = _native(spec, out, coef)
+                if k is not None:
+                    k.gather_segments(spec, out, r0 + f0, coef, native.segments(segs))
+                else:
+                    _gather_window(out_r[:, r0 + f0: r0 + f1], spec, coef, segs)
 
             sv, chunks = _group_forward(ext, starts, idx, h2, L, save, scratch, gather)
             layout.append((r0, len(saved), chunks))
@@ -639,13 +643,18 @@ class ScalogramSecondOrder(torch.autograd.Function):
                     state["shape"] = G.shape
                 else:
                     G[:, :, lo:hi].zero_()
+                Gc = torch.view_as_complex(G)
+                k = _native(g, coef, Gc)
+                if k is not None:  # scatter and end-bin weights in one pass
+                    k.scatter_segments(g, r0 + f0, coef, native.segments(segs), Gc, True, L % 2 == 0)
+                    return Gc
                 _scatter_window(G, g_r[:, r0 + f0: r0 + f1], coef, segs)
                 # rfft_adjoint_scale in place: 2 at bin 0 and the Nyquist bin, else 1
                 # (those bins are zero or inside [lo, hi), so rewritten every chunk)
                 G[:, :, 0].mul_(2.0)
                 if L % 2 == 0:
                     G[:, :, -1].mul_(2.0)
-                return torch.view_as_complex(G)
+                return Gc
 
             _group_backward(gext, g_of, saved[s0: s0 + len(chunks)], starts, idx, h2, None, L, chunks, scratch)
         return (gext, *nones)

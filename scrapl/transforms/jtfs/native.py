@@ -3,7 +3,8 @@
 1. **Fused element-wise kernels.**  The first-order scalogram spends a large share of
    its time in element-wise passes between its FFTs: filling the inverse-FFT inputs
    from the spectrum windows, the complex modulus and its phasor, and the adjoint of
-   the window fill (likewise the modulus of the frequential scattering).  As separate
+   the window fill, the second-order window gather and its adjoint (likewise the
+   modulus of the frequential scattering and its backward).  As separate
    torch operations these are six to eight memory passes (and a slow ``sqrt``); the C
    kernels do each in one vectorised, OpenMP-parallel pass.  They compute the same
    arithmetic, so results agree with the torch fallback to a unit or two in the last
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import hashlib
 import os
 import platform
@@ -52,7 +54,7 @@ from torch import Tensor
 __all__ = ["Kernels", "NativeFFTError", "disabled", "get", "status"]
 
 _SOURCE = Path(__file__).with_name("_kernels.c")
-_ABI = 4
+_ABI = 5
 _FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-ffp-contract=off", "-fopenmp", "-shared", "-fPIC"]
 
 _P = ctypes.c_void_p
@@ -64,6 +66,8 @@ _SIGNATURES = {
     "combine_add": [_P, _I, _I, _I, _P, _P, _I, _P, _I, _C],
     "modulus_cplx": [_P, _P, _I, _I, _I, _I, _C],
     "scale_cplx": [_P, _P, _P, _I, _I, _I, _I, _I, _C],
+    "gather_segments": [_P, _I, _I, _I, _P, _I, _I, _I, _P, _P, _I, _C],
+    "scatter_segments": [_P, _I, _I, _I, _P, _P, _I, _P, _I, _I, _I, _C, _C, _C],
 }
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64", torch.complex64: "f32", torch.complex128: "f64"}
 
@@ -298,6 +302,53 @@ class Kernels:
                                                  cols, s_z, s_g, s_out, torch.get_num_threads())
         return out
 
+    @staticmethod
+    def _check_segments(segs: Tensor, coef: Tensor, width: int, Lh: int) -> None:
+        ends = getattr(segs, "_scrapl_ends", None)
+        if ends is None:
+            raise ValueError("segs must come from native.segments()")
+        src_end, dst_end = ends
+        if src_end > Lh or dst_end > min(width, coef.shape[0]) or coef.shape[-1] != 2:
+            raise ValueError(f"segments reach bin {src_end} / column {dst_end}, beyond the spectrum ({Lh}), the "
+                             f"coefficients ({tuple(coef.shape)}) or the output ({width})")
+
+    def gather_segments(self, spec: Tensor, out: Tensor, row0: int, coef: Tensor, segs: Tensor) -> None:
+        """``out[b, row0 + f, dst + j] = spec[b, f, src + j] * coef[dst + j]`` for every
+        run ``(src, dst, n, desc)`` of ``segs`` (descending runs read backwards); the
+        second-order window gather of ``core._gather_window``.
+
+        Args:
+            spec: complex ``(B, nf, Lh)``.
+            out: complex ``(B, n_out, width)``, rows ``row0 .. row0 + nf`` written on the
+                runs' columns.
+            coef: real ``(W, 2)``, the pair multiplying (real, imag).
+            segs: int64 ``(nseg, 4)``.
+        """
+        suf = self._check(spec, out, coef)
+        B, nf, Lh = spec.shape
+        _, n_out, width = out.shape
+        if out.shape[0] != B or row0 < 0 or row0 + nf > n_out:
+            raise ValueError(f"rows {row0}..{row0 + nf} of out {tuple(out.shape)} for spec {tuple(spec.shape)}")
+        self._check_segments(segs, coef, width, Lh)
+        self._fn["gather_segments", suf](spec.data_ptr(), B, nf, Lh, out.data_ptr(), n_out, width, row0,
+                                         coef.data_ptr(), segs.data_ptr(), segs.shape[0], torch.get_num_threads())
+
+    def scatter_segments(self, g: Tensor, row0: int, coef: Tensor, segs: Tensor, G: Tensor, scale_ends: bool,
+                         even_L: bool) -> None:
+        """The adjoint of :meth:`gather_segments`, accumulated into ``G`` (complex
+        ``(B, nf, Lh)``) from rows ``row0 .. row0 + nf`` of ``g`` (complex ``(B, n_g,
+        width)``); then, with ``scale_ends``, bin 0 and (``even_L``) bin ``Lh - 1`` of
+        ``G`` doubled (the weights of the ``rfft`` adjoint)."""
+        suf = self._check(g, coef, G)
+        B, nf, Lh = G.shape
+        _, n_g, width = g.shape
+        if g.shape[0] != B or row0 < 0 or row0 + nf > n_g:
+            raise ValueError(f"rows {row0}..{row0 + nf} of g {tuple(g.shape)} for G {tuple(G.shape)}")
+        self._check_segments(segs, coef, width, Lh)
+        self._fn["scatter_segments", suf](g.data_ptr(), n_g, width, row0, coef.data_ptr(), segs.data_ptr(),
+                                          segs.shape[0], G.data_ptr(), B, nf, Lh, int(scale_ends), int(even_L),
+                                          torch.get_num_threads())
+
     def combine_add(self, gZ: Tensor, idx: Tensor, h2: Tensor, gext: Tensor) -> None:
         """``gext[b, idx[f, 0] + w] += (gZ[0, b, f, 1 + w] + i gZ[1, b, f, 1 + w]) *
         h2[f, w]``: the adjoint of :meth:`fill_planes`, accumulated.
@@ -315,6 +366,19 @@ class Kernels:
                              f"{idx.dtype} {tuple(idx.shape)}")
         self._fn["combine_add", suf](gZ.data_ptr(), B, nf, Lh, idx.data_ptr(), h2.data_ptr(), W, gext.data_ptr(),
                                      gext.shape[1], torch.get_num_threads())
+
+
+@functools.lru_cache(maxsize=4096)
+def segments(segs: tuple) -> Tensor:
+    """The runs ``((src, dst, n, descending), ...)`` of a second-order window as the
+    int64 ``(nseg, 4)`` tensor the gather/scatter kernels take (validated and cached;
+    do not modify it)."""
+    rows = [(int(a), int(b), int(c), int(bool(d))) for a, b, c, d in segs]
+    if any(a < 0 or b < 0 or c < 0 for a, b, c, _ in rows):
+        raise ValueError(f"negative run in {segs}")
+    t = torch.tensor(rows, dtype=torch.int64).reshape(-1, 4)
+    t._scrapl_ends = (max((a + c for a, _, c, _ in rows), default=0), max((b + c for _, b, c, _ in rows), default=0))
+    return t
 
 
 def _row_stride(t: Tensor) -> int:
