@@ -96,8 +96,10 @@ def _find_dfti() -> list[int] | None:
     return None
 
 
-#: Committed FFT plans kept per thread (least recently used ones are freed beyond).
-MAX_FFT_PLANS: int = 64
+#: Committed FFT plans kept (all threads; the least recently used ones are freed
+#: beyond).  A sweep over all paths of the paper setting uses about 60; a plan holds
+#: its twiddle tables (at most about 0.5 MiB at 65536 points).
+MAX_FFT_PLANS: int = 256
 
 
 class Kernels:
@@ -158,6 +160,14 @@ class Kernels:
         except (RuntimeError, ValueError) as exc:
             self.has_fft = False
             self.fft_reason = f"self-test failed: {exc}"
+        finally:
+            self.release_plans()
+
+    def release_plans(self) -> None:
+        """Free every cached FFT plan (they are rebuilt on demand)."""
+        with self._plans_lock:
+            while self._plans:
+                self._release(self._plans.popitem()[1])
 
     # ------------------------------------------------------------------ FFTs
     def _get_plan(self, dbl: bool, kind: int, n: int, howmany: int, scale: float) -> int:
