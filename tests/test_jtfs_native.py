@@ -338,3 +338,19 @@ def test_a_failing_fft_plan_falls_back_to_torch(kernels: native.Kernels, monkeyp
     assert kernels.has_fft is False and "failed" in kernels.fft_reason
     st = native.status()
     assert st["active"] is True and st["fft"] is False and "failed" in st["fft_reason"]
+
+
+@needs_kernels
+def test_fft_plan_cache_evicts_and_rebuilds(kernels: native.Kernels, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not kernels.has_fft:
+        pytest.skip("this torch build exports no MKL DFTI functions")
+    monkeypatch.setattr(native, "MAX_FFT_PLANS", 2)
+    g = torch.Generator().manual_seed(8)
+    for _ in range(2):
+        for n, batch in ((64, 3), (128, 2), (256, 1), (64, 5)):
+            x = torch.randn(batch, n, generator=g)
+            X = kernels.rfft(x, torch.empty(batch, n // 2 + 1, dtype=torch.complex64))
+            torch.testing.assert_close(X, torch.fft.rfft(x), rtol=0, atol=0)
+            assert len(kernels._plans) <= 2
+    kernels.release_plans()
+    assert not kernels._plans
