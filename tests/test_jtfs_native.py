@@ -344,6 +344,7 @@ def test_a_failing_fft_plan_falls_back_to_torch(kernels: native.Kernels, monkeyp
 def test_fft_plan_cache_evicts_and_rebuilds(kernels: native.Kernels, monkeypatch: pytest.MonkeyPatch) -> None:
     if not kernels.has_fft:
         pytest.skip("this torch build exports no MKL DFTI functions")
+    kernels.release_plans()
     monkeypatch.setattr(native, "MAX_FFT_PLANS", 2)
     g = torch.Generator().manual_seed(8)
     for _ in range(2):
