@@ -17,13 +17,11 @@ torch profiler's memory events (``None`` when the profiler cannot report it).
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
-from torch import Tensor
 
 __all__ = ["run_bench", "format_bench", "peak_memory_bytes"]
 

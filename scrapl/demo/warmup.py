@@ -10,7 +10,6 @@ back and to tabulate the paths.
 from __future__ import annotations
 
 import copy
-import math
 import os
 import time
 from pathlib import Path

@@ -442,7 +442,8 @@ def _group_backward(gext: Tensor, g_of, saved: list[Tensor], starts: tuple[int, 
         del gu
         # adjoint of irfft at bins 1..W (strictly inside (0, L/2)): (2 / L) * rfft, the
         # 2 / L cancelling the L / 2 left out of the scale
-        gZ = _rfft(gp, lambda: scratch.take_c("gZ", *gp.shape[:-1], L // 2 + 1))  # complex (2, B, fc, L//2+1)
+        zshape = (*gp.shape[:-1], L // 2 + 1)
+        gZ = _rfft(gp, lambda: scratch.take_c("gZ", *zshape))  # complex (2, B, fc, L // 2 + 1)
         del gp
         if k is not None:  # fused adjoint of the window fill
             k.combine_add(gZ, idx[f0:f1], h2[f0:f1], gext)
