@@ -355,3 +355,29 @@ def test_fft_plan_cache_evicts_and_rebuilds(kernels: native.Kernels, monkeypatch
             assert len(kernels._plans) <= 2
     kernels.release_plans()
     assert not kernels._plans
+
+
+@needs_kernels
+def test_a_compiler_without_openmp_gets_serial_kernels(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    gcc = shutil.which("gcc") or shutil.which("cc")
+    fake = tmp_path / "cc-without-openmp"
+    fake.write_text(f'#!/bin/sh\ncase "$*" in *-fopenmp*) echo "unsupported option -fopenmp" >&2; exit 1;; esac\n'
+                    f'exec {gcc} "$@"\n')
+    fake.chmod(0o755)
+    monkeypatch.setattr(native, "_state", {})  # forget the loaded kernels for this test only
+    monkeypatch.setenv("CC", str(fake))
+    monkeypatch.setenv("SCRAPL_CACHE_DIR", str(tmp_path / "cache"))
+    k = native.get()
+    assert k is not None and "-fopenmp" not in k.flags
+    st = native.status()
+    assert st["active"] is True and st["openmp"] is False
+    m = JTFS(shape=2048, J=5, Q1=8, Q2=2, J_fr=2, Q_fr=1)
+    x = torch.randn(2, 2048).requires_grad_(True)
+    out = m.forward_path(x, 9)
+    (grad,) = torch.autograd.grad(out.square().sum(), x)
+    monkeypatch.setattr(native, "_state", {"disabled": True})
+    xr = x.detach().clone().requires_grad_(True)
+    ref = m.forward_path(xr, 9)
+    (grad_ref,) = torch.autograd.grad(ref.square().sum(), xr)
+    torch.testing.assert_close(out, ref, rtol=2e-6, atol=1e-9)
+    torch.testing.assert_close(grad, grad_ref, rtol=2e-6, atol=1e-9)

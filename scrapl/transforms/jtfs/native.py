@@ -19,7 +19,8 @@
 
 The kernels are compiled on first use with the system C compiler (``$CC`` or
 ``cc``; about a second) into a per-user cache directory and loaded with
-:mod:`ctypes`.  They link against the OpenMP runtime torch has already loaded.
+:mod:`ctypes` (without OpenMP support they are built serial, without
+``-march=native`` generic).  They link against the OpenMP runtime torch has already loaded.
 Whenever they cannot be used (no compiler, a failed build, a non-CPU tensor, a
 dtype other than float32/float64) :mod:`scrapl.transforms.jtfs.core` falls back to
 plain torch operations with the same results; :func:`status` says which is active
@@ -55,7 +56,10 @@ __all__ = ["Kernels", "NativeFFTError", "disabled", "get", "status"]
 
 _SOURCE = Path(__file__).with_name("_kernels.c")
 _ABI = 5
-_FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-ffp-contract=off", "-fopenmp", "-shared", "-fPIC"]
+_BASE_FLAGS = ["-O3", "-fno-math-errno", "-ffp-contract=off", "-shared", "-fPIC"]
+#: Tried in order: a compiler without OpenMP (e.g. Apple clang) gets serial kernels,
+#: one that does not know ``-march=native`` generic ones.
+_FLAG_SETS = [_BASE_FLAGS + ["-march=native", "-fopenmp"], _BASE_FLAGS + ["-march=native"], _BASE_FLAGS]
 
 _P = ctypes.c_void_p
 _I = ctypes.c_int64
@@ -113,6 +117,8 @@ class Kernels:
 
     def __init__(self, lib: ctypes.CDLL, path: Path) -> None:
         self.path = path
+        #: Compiler flags the library was built with (see ``_FLAG_SETS``).
+        self.flags: tuple[str, ...] = ()
         self._fn: dict[tuple[str, str], ctypes._CFuncPtr] = {}
         for name, argtypes in _SIGNATURES.items():
             for suf in ("f32", "f64"):
@@ -441,40 +447,57 @@ def _cpu_signature() -> str:
     return platform.processor() or platform.machine()
 
 
+def _compile(cc: str, flags: list[str], target: Path) -> None:
+    """Compile ``_kernels.c`` into ``target`` (atomically: concurrent builders never see
+    a partial file); ``RuntimeError`` with the compiler's message on failure."""
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    os.close(fd)
+    try:
+        out = subprocess.run([cc, *flags, str(_SOURCE), "-o", tmp, "-lm"], capture_output=True, text=True,
+                             timeout=300)
+        if out.returncode != 0:
+            raise RuntimeError(f"compiling {_SOURCE.name} with {' '.join(flags)} failed:\n{out.stderr[-1500:]}")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def _build() -> Kernels:
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if not cc:
         raise RuntimeError("no C compiler found (set CC or install cc/gcc)")
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=60).stdout
     source = _SOURCE.read_bytes()
-    key = hashlib.sha256(b"\0".join([source, " ".join(_FLAGS).encode(), version.encode(), _cpu_signature().encode(),
-                                     sys.platform.encode()])).hexdigest()[:16]
-    target = None
-    for directory in (_cache_dir(), Path(tempfile.gettempdir()) / f"scrapl-{os.getuid()}"):
+    directory = None
+    for candidate in (_cache_dir(), Path(tempfile.gettempdir()) / f"scrapl-{os.getuid()}"):
         try:
-            directory.mkdir(parents=True, exist_ok=True)
-            target = directory / f"jtfs_kernels_{key}.so"
-            if not target.exists():
-                fd, tmp = tempfile.mkstemp(suffix=".so", dir=directory)
-                os.close(fd)
-                try:
-                    out = subprocess.run([cc, *_FLAGS, str(_SOURCE), "-o", tmp, "-lm"], capture_output=True,
-                                         text=True, timeout=300)
-                    if out.returncode != 0:
-                        raise RuntimeError(f"compiling {_SOURCE.name} failed:\n{out.stderr[-2000:]}")
-                    os.replace(tmp, target)  # atomic: concurrent builders never see a partial file
-                finally:
-                    if os.path.exists(tmp):
-                        os.unlink(tmp)
-            break
+            candidate.mkdir(parents=True, exist_ok=True)
+            if os.access(candidate, os.W_OK):
+                directory = candidate
+                break
         except OSError:
-            target = None
-    if target is None:
+            continue
+    if directory is None:
         raise RuntimeError(f"no writable cache directory for the compiled kernels (tried {_cache_dir()})")
-    lib = ctypes.CDLL(str(target))
-    if lib.scrapl_kernels_abi() != _ABI:
-        raise RuntimeError(f"{target} has kernel ABI {lib.scrapl_kernels_abi()}, expected {_ABI}")
-    return Kernels(lib, target)
+    errors = []
+    for flags in _FLAG_SETS:
+        key = hashlib.sha256(b"\0".join([source, " ".join(flags).encode(), version.encode(),
+                                         _cpu_signature().encode(), sys.platform.encode()])).hexdigest()[:16]
+        target = directory / f"jtfs_kernels_{key}.so"
+        try:
+            if not target.exists():
+                _compile(cc, flags, target)
+        except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+            errors.append(str(exc))
+            continue
+        lib = ctypes.CDLL(str(target))
+        if lib.scrapl_kernels_abi() != _ABI:
+            raise RuntimeError(f"{target} has kernel ABI {lib.scrapl_kernels_abi()}, expected {_ABI}")
+        k = Kernels(lib, target)
+        k.flags = tuple(flags)
+        return k
+    raise RuntimeError("; ".join(errors))
 
 
 def _disabled() -> bool:
@@ -501,13 +524,15 @@ def get() -> Kernels | None:
 
 def status() -> dict[str, object]:
     """Whether the native kernels are in use: ``{"active": bool, "path": str | None,
-    "reason": str | None, "fft": bool, "fft_reason": str | None}`` (``reason`` says why
-    the kernels are not active, ``fft_reason`` why the planned FFTs are not)."""
+    "reason": str | None, "fft": bool, "fft_reason": str | None, "openmp": bool}``
+    (``reason`` says why the kernels are not active, ``fft_reason`` why the planned FFTs
+    are not; ``openmp``: built with OpenMP, i.e. multi-threaded)."""
     k = get()
     if k is not None:
-        return {"active": True, "path": str(k.path), "reason": None, "fft": k.has_fft, "fft_reason": k.fft_reason}
+        return {"active": True, "path": str(k.path), "reason": None, "fft": k.has_fft, "fft_reason": k.fft_reason,
+                "openmp": "-fopenmp" in k.flags}
     reason = "disabled (SCRAPL_NATIVE=0 or native.disabled())" if _disabled() else _state.get("reason")
-    return {"active": False, "path": None, "reason": reason, "fft": False, "fft_reason": reason}
+    return {"active": False, "path": None, "reason": reason, "fft": False, "fft_reason": reason, "openmp": False}
 
 
 @contextlib.contextmanager
