@@ -56,6 +56,7 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
             {"params": [p.detach().clone() for p in model.module.parameters()], "optim": opt.state_dict(), "paths": drawn},
             os.path.join(out_dir, f"rank{rank}.pt"),
         )
+        dist.barrier()  # both ranks done before the process group is torn down
     finally:
         dist.destroy_process_group()
 

@@ -48,6 +48,7 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         gen = torch.Generator().manual_seed(10 + rank)
         vals = run_warmup(counting, P, U, theta_fn, synth_fn, kws, params, save_dir=os.path.join(out_dir, "warmup"), progress=False, generator=gen)
         torch.save({"vals": vals, "paths": sorted(calls)}, os.path.join(out_dir, f"rank{rank}.pt"))
+        dist.barrier()  # both ranks done before the process group is torn down
     finally:
         dist.destroy_process_group()
 

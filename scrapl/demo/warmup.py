@@ -198,6 +198,8 @@ def run_warmup_cli(
             built, encoder, synth, settings, save_dir=out_dir, paths=paths, shard=shard, progress=progress
         )
         secs = time.perf_counter() - t0
+        if started_dist:  # every rank done before the process group is torn down below
+            dist.barrier()
     finally:
         if started_dist:
             import torch.distributed as dist

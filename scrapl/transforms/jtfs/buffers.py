@@ -42,9 +42,13 @@ def _storage_users(t: Tensor) -> int:
     return torch._C._storage_Use_Count(t.untyped_storage()._cdata)
 
 
-#: Users of the storage of a tensor that nothing else shares (the tensor itself and
-#: the temporary storage object of the query).
-_ALONE: int = _storage_users(torch.empty(1))
+@functools.lru_cache(maxsize=1)
+def _alone() -> int:
+    """Users of the storage of a tensor that nothing else shares (the tensor itself
+    and the temporary storage object of the query).  Measured on first use, not at
+    import: a tensor created while the package is imported made spawned
+    ``torch.distributed`` workers abort at exit now and then."""
+    return _storage_users(torch.empty(1))
 
 
 def _size_class(n: int) -> int:
@@ -85,11 +89,12 @@ class BufferPool:
         if like.device.type != "cpu" or n * dtype.itemsize < MIN_POOLED_BYTES:
             return torch.empty(shape, dtype=dtype, device=like.device)
         classes = _candidates(n)
+        alone = _alone()
         with self._lock:
             # best fit: the smallest free buffer of up to twice the size
             for c in classes:
                 for base in self._bases.get((dtype, c), ()):
-                    if _storage_users(base) == _ALONE:
+                    if _storage_users(base) == alone:
                         return base[:n].view(shape)  # the view marks it as used
             base = torch.empty(classes[0], dtype=dtype)
             self._bases.setdefault((dtype, classes[0]), []).append(base)
