@@ -21,6 +21,14 @@
 
 #define BLOCK 4096
 
+/* Task t of a (rows x column blocks) loop over BLOCK-column blocks, nb = blocks per
+ * row: its row and column range [c0, c1). */
+static inline void row_block(int64_t t, int64_t nb, int64_t cols, int64_t *r, int64_t *c0, int64_t *c1) {
+    *r = t / nb;
+    *c0 = (t % nb) * BLOCK;
+    *c1 = *c0 + BLOCK < cols ? *c0 + BLOCK : cols;
+}
+
 #define DEFINE_KERNELS(T, SUF, SQRT)                                                    \
 /* Z[0, b, f] = (0, ext[b, s_f : s_f + W] * h2[f], 0 ...),  Z[1] = -i Z[0]. */          \
 void fill_planes_##SUF(const T *ext, int64_t E, const int64_t *idx, const T *h2,         \
@@ -53,8 +61,8 @@ void modulus_##SUF(T *re, T *im, T *out, int64_t rows, int64_t cols, int64_t s_r
     int64_t nb = (cols + BLOCK - 1) / BLOCK;                                             \
     _Pragma("omp parallel for num_threads(nthreads) schedule(static)")                  \
     for (int64_t t = 0; t < rows * nb; ++t) {                                            \
-        int64_t r = t / nb, c0 = (t % nb) * BLOCK;                                       \
-        int64_t c1 = c0 + BLOCK < cols ? c0 + BLOCK : cols;                              \
+        int64_t r, c0, c1;                                                               \
+        row_block(t, nb, cols, &r, &c0, &c1);                                            \
         T *x = re + r * s_re, *y = im + r * s_im, *o = out + r * s_out;                  \
         if (save) {                                                                     \
             _Pragma("omp simd")                                                         \
@@ -80,8 +88,8 @@ void modulus_cplx_##SUF(const T *z, T *out, int64_t rows, int64_t cols, int64_t 
     int64_t nb = (cols + BLOCK - 1) / BLOCK;                                             \
     _Pragma("omp parallel for num_threads(nthreads) schedule(static)")                  \
     for (int64_t t = 0; t < rows * nb; ++t) {                                            \
-        int64_t r = t / nb, c0 = (t % nb) * BLOCK;                                       \
-        int64_t c1 = c0 + BLOCK < cols ? c0 + BLOCK : cols;                              \
+        int64_t r, c0, c1;                                                               \
+        row_block(t, nb, cols, &r, &c0, &c1);                                            \
         const T *x = z + 2 * r * s_z;                                                    \
         T *o = out + r * s_out;                                                          \
         _Pragma("omp simd")                                                             \
@@ -99,8 +107,8 @@ void scale_cplx_##SUF(const T *z, const T *g, T *out, int64_t rows, int64_t cols
     int64_t nb = (cols + BLOCK - 1) / BLOCK;                                             \
     _Pragma("omp parallel for num_threads(nthreads) schedule(static)")                  \
     for (int64_t t = 0; t < rows * nb; ++t) {                                            \
-        int64_t r = t / nb, c0 = (t % nb) * BLOCK;                                       \
-        int64_t c1 = c0 + BLOCK < cols ? c0 + BLOCK : cols;                              \
+        int64_t r, c0, c1;                                                               \
+        row_block(t, nb, cols, &r, &c0, &c1);                                            \
         const T *x = z + 2 * r * s_z;                                                    \
         const T *q = g + r * s_g;                                                        \
         T *o = out + 2 * r * s_out;                                                      \

@@ -100,10 +100,6 @@ class BufferPool:
             self._bases.setdefault((dtype, classes[0]), []).append(base)
             return base[:n].view(shape)
 
-    def zeros(self, shape: tuple[int, ...] | list[int], like: Tensor, dtype: torch.dtype | None = None) -> Tensor:
-        """:meth:`empty`, zero-filled."""
-        return self.empty(shape, like, dtype).zero_()
-
     @property
     def nbytes(self) -> int:
         """Bytes held by the pool (free and in use)."""

@@ -186,13 +186,15 @@ def _use_slices(ext: Tensor, W: int) -> bool:
     return ext.device.type == "cpu" and W >= SLICE_GATHER_MIN_WIDTH
 
 
-def _native(*tensors: Tensor) -> native.Kernels | None:
+def _native(*tensors: Tensor, contiguous: bool = True) -> native.Kernels | None:
     """The fused CPU kernels of :mod:`.native` when they can take these tensors
-    (CPU, one float precision, contiguous), else ``None`` (torch fallback)."""
+    (CPU, one float precision, and contiguous unless ``contiguous=False``: the
+    row-strided kernels check their layout themselves), else ``None`` (torch
+    fallback)."""
     if tensors[0].device.type != "cpu":
         return None
     k = native.get()
-    if k is None or not k.accepts(*tensors) or not all(t.is_contiguous() for t in tensors):
+    if k is None or not k.accepts(*tensors) or (contiguous and not all(t.is_contiguous() for t in tensors)):
         return None
     return k
 
@@ -202,8 +204,8 @@ def _modulus_into(re: Tensor, im: Tensor, out: Tensor, save: bool = False) -> Te
     ``re /= out`` and ``im /= out`` (the phasor).  One fused pass on the CPU when the
     native kernels are available; else multiply-adds (vectorised) on the CPU and one
     ``hypot`` kernel elsewhere."""
-    k = native.get() if out.device.type == "cpu" else None
-    if k is not None and k.accepts(re, im, out):
+    k = _native(out, re, im, contiguous=False)
+    if k is not None:
         try:
             k.modulus(re, im, out, save)
             return out
@@ -316,6 +318,19 @@ def _irfft(X: Tensor, n: int, out, keep: bool = False) -> Tensor:
         except native.NativeFFTError:
             pass
     return torch.fft.irfft(X, n=n, out=out()) if keep and _pool_torch_fft(X) else torch.fft.irfft(X, n=n)
+
+
+def _c2c(x: Tensor, forward: bool, out, keep: bool = False) -> Tensor:
+    """``torch.fft.fft(x, norm="forward")`` (``forward``) or ``torch.fft.ifft(x)``
+    (last dimension), like :func:`_rfft`."""
+    k = _native_fft(x)
+    if k is not None:
+        try:
+            return k.c2c(x, out(), forward, 1.0 / x.shape[-1])
+        except native.NativeFFTError:
+            pass
+    kw = {"out": out()} if keep and _pool_torch_fft(x) else {}
+    return torch.fft.fft(x, norm="forward", **kw) if forward else torch.fft.ifft(x, **kw)
 
 
 class _Scratch:
@@ -781,26 +796,13 @@ class InverseFFT(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, pool: BufferPool | None) -> Tensor:  # noqa: D102
         ctx.pool = pool
-        out = buffers.empty(pool, x.shape, x) if pool is not None and _pool_torch_fft(x) else None
-        k = _native_fft(x)
-        if k is not None:
-            try:
-                return k.c2c(x, out if out is not None else torch.empty_like(x), False, 1.0 / x.shape[-1])
-            except native.NativeFFTError:
-                pass
-        return torch.fft.ifft(x) if out is None else torch.fft.ifft(x, out=out)
+        return _c2c(x, False, lambda: buffers.empty(pool, x.shape, x), keep=pool is not None)
 
     @staticmethod
     def backward(ctx, g: Tensor):  # noqa: D102
         if torch.is_grad_enabled():  # create_graph=True: differentiable
             return torch.fft.fft(g, norm="forward"), None
-        k = _native_fft(g)
-        if k is not None:
-            try:
-                return k.c2c(g, buffers.empty(ctx.pool, g.shape, g), True, 1.0 / g.shape[-1]), None
-            except native.NativeFFTError:
-                pass
-        return torch.fft.fft(g, norm="forward"), None
+        return _c2c(g, True, lambda: buffers.empty(ctx.pool, g.shape, g)), None
 
 
 def second_order_inverse(win: Tensor, T2: int, fold: Tensor | None, pool: BufferPool | None = None) -> Tensor:
@@ -868,8 +870,8 @@ def _complex_operator(M: Tensor) -> Tensor:
 
 def _modulus_cplx_into(z: Tensor, out: Tensor) -> Tensor:
     """``out = |z| + 1e-12`` for complex ``z`` (no autograd)."""
-    k = native.get() if out.device.type == "cpu" else None
-    if k is not None and k.accepts(z, out):
+    k = _native(out, z, contiguous=False)
+    if k is not None:
         try:
             k.modulus_cplx(z, out)
             return out
@@ -883,8 +885,8 @@ def _scale_by_modulus(z: Tensor, g: Tensor, ubuf: Tensor, out: Tensor | None = N
     """``out = z * g / (|z| + 1e-12)`` (``out=None``: in place in ``z``; ``ubuf``:
     scratch of ``g``'s shape for the torch fallback)."""
     out = z if out is None else out
-    k = native.get() if g.device.type == "cpu" else None
-    if k is not None and k.accepts(z, g, out):
+    k = _native(g, z, out, contiguous=False)
+    if k is not None:
         try:
             return k.scale_cplx(z, g, out)
         except ValueError:
@@ -959,16 +961,12 @@ class FreqScatterModulusAverage(torch.autograd.Function):
         for ci, c0 in enumerate(range(0, T2, ch)):
             c1 = min(T2, c0 + ch)
             w = c1 - c0
-            y = ybuf[:, :, :w] if w < ch else ybuf
-            if kept:  # g y / |y| from the kept M y2 (left unchanged: retain_graph)
-                gu = gbuf[:, :w] if w < ch else gbuf
-                torch.mm(g2, A[c0:c1].t(), out=gu)  # (B R, w)
-                _scale_by_modulus(kept[0][ci][:, :, :w], gu.view(B, R, w), ubuf[:, :, :w], out=y)
-            else:
-                torch.matmul(Mc, y2[:, :, c0:c1], out=y)
-                gu = gbuf[:, :w] if w < ch else gbuf
-                torch.mm(g2, A[c0:c1].t(), out=gu)  # (B R, w)
-                _scale_by_modulus(y, gu.view(B, R, w), ubuf[:, :, :w] if w < ch else ubuf)  # g y / |y|
+            y = ybuf[:, :, :w]
+            # M y2: kept (left unchanged, for retain_graph) or recomputed into y
+            prod = kept[0][ci][:, :, :w] if kept else torch.matmul(Mc, y2[:, :, c0:c1], out=y)
+            gu = gbuf[:, :w]
+            torch.mm(g2, A[c0:c1].t(), out=gu)  # (B R, w)
+            _scale_by_modulus(prod, gu.view(B, R, w), ubuf[:, :, :w], out=y)  # g y / |y|
             if w == T2:
                 torch.matmul(McH, y, out=grad)
             else:

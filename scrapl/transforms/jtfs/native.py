@@ -319,6 +319,15 @@ class Kernels:
         return out
 
     @staticmethod
+    def _check_window_operands(rows: Tensor, row0: int, spec: Tensor, segs: Tensor, coef: Tensor) -> None:
+        """``spec`` ``(B, nf, Lh)`` against rows ``row0 .. row0 + nf`` of ``rows``
+        ``(B, n, width)``, and the runs against both (see :meth:`gather_segments`)."""
+        B, nf, Lh = spec.shape
+        if rows.shape[0] != B or row0 < 0 or row0 + nf > rows.shape[1]:
+            raise ValueError(f"rows {row0}..{row0 + nf} of {tuple(rows.shape)} for {tuple(spec.shape)}")
+        Kernels._check_segments(segs, coef, rows.shape[2], Lh)
+
+    @staticmethod
     def _check_segments(segs: Tensor, coef: Tensor, width: int, Lh: int) -> None:
         ends = getattr(segs, "_scrapl_ends", None)
         if ends is None:
@@ -341,11 +350,9 @@ class Kernels:
             segs: int64 ``(nseg, 4)``.
         """
         suf = self._check(spec, out, coef)
+        self._check_window_operands(out, row0, spec, segs, coef)
         B, nf, Lh = spec.shape
         _, n_out, width = out.shape
-        if out.shape[0] != B or row0 < 0 or row0 + nf > n_out:
-            raise ValueError(f"rows {row0}..{row0 + nf} of out {tuple(out.shape)} for spec {tuple(spec.shape)}")
-        self._check_segments(segs, coef, width, Lh)
         self._fn["gather_segments", suf](spec.data_ptr(), B, nf, Lh, out.data_ptr(), n_out, width, row0,
                                          coef.data_ptr(), segs.data_ptr(), segs.shape[0], torch.get_num_threads())
 
@@ -356,11 +363,9 @@ class Kernels:
         width)``); then, with ``scale_ends``, bin 0 and (``even_L``) bin ``Lh - 1`` of
         ``G`` doubled (the weights of the ``rfft`` adjoint)."""
         suf = self._check(g, coef, G)
+        self._check_window_operands(g, row0, G, segs, coef)
         B, nf, Lh = G.shape
         _, n_g, width = g.shape
-        if g.shape[0] != B or row0 < 0 or row0 + nf > n_g:
-            raise ValueError(f"rows {row0}..{row0 + nf} of g {tuple(g.shape)} for G {tuple(G.shape)}")
-        self._check_segments(segs, coef, width, Lh)
         self._fn["scatter_segments", suf](g.data_ptr(), n_g, width, row0, coef.data_ptr(), segs.data_ptr(),
                                           segs.shape[0], G.data_ptr(), B, nf, Lh, int(scale_ends), int(even_L),
                                           torch.get_num_threads())
