@@ -10,13 +10,21 @@ grad:
 * ``jtfs``: the full-tree distance over all ``P`` paths (``loss.full_distance``);
 * ``mss``: ``auraloss.freq.MultiResolutionSTFTLoss()``.
 
-Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` during one step; on the
-CPU, the peak of the tensor memory allocated during one step as recorded by the
-torch profiler's memory events (``None`` when the profiler cannot report it).
+Peak memory of one step, warm (FFT plans built) but with the JTFS work-buffer pools
+emptied first, so that the pooled buffers the step needs count in full: on CUDA the
+allocator's peak (``torch.cuda.max_memory_allocated`` above what was allocated
+before); on the CPU the process's peak RSS increase (Linux: freed heap returned to
+the OS with ``malloc_trim``, the kernel's peak counter reset through
+``/proc/self/clear_refs``, ``VmHWM`` read after the step), which counts every
+allocation of the step (torch tensors, the buffer pool, FFT work space).  Elsewhere
+the peak of the tensor memory in the torch profiler's memory events (``None`` when
+it cannot report it).
 """
 
 from __future__ import annotations
 
+import ctypes
+import re
 import statistics
 import time
 from typing import Any, Callable, Mapping, Sequence
@@ -31,16 +39,45 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def peak_memory_bytes(fn: Callable[[], Any], device: torch.device) -> int | None:
-    """Peak bytes of tensor memory allocated while ``fn()`` runs (above what was
-    allocated before), or ``None`` if it cannot be measured on this device."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        fn()
-        torch.cuda.synchronize(device)
-        return int(torch.cuda.max_memory_allocated(device) - base)
+def _clear_pools(modules: Sequence[torch.nn.Module]) -> None:
+    """Empty the work-buffer pools (``buffer_pool``) of every submodule."""
+    for module in modules:
+        for m in module.modules():
+            pool = getattr(m, "buffer_pool", None)
+            if pool is not None:
+                pool.clear()
+
+
+def _proc_status() -> dict[str, int]:
+    """``VmRSS`` and ``VmHWM`` of this process in bytes (Linux ``/proc``)."""
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            m = re.match(r"(VmHWM|VmRSS):\s+(\d+) kB", line)
+            if m:
+                out[m.group(1)] = int(m.group(2)) * 1024
+    return out
+
+
+def _rss_peak(fn: Callable[[], Any]) -> int | None:
+    """Peak RSS increase of this process while ``fn()`` runs, or ``None`` where the
+    kernel's peak counter cannot be reset (not Linux, or no permission)."""
+    try:
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)  # freed heap back to the OS
+        except (OSError, AttributeError):  # not glibc: the peak may undercount reuse
+            pass
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset VmHWM to the current RSS
+        base = _proc_status()["VmRSS"]
+    except (OSError, KeyError):
+        return None
+    fn()
+    return max(0, _proc_status()["VmHWM"] - base)
+
+
+def _profiler_peak(fn: Callable[[], Any]) -> int | None:
+    """Peak of the tensor memory allocated by ``fn()`` per the torch profiler."""
     try:
         from torch.profiler import ProfilerActivity, profile
 
@@ -54,6 +91,33 @@ def peak_memory_bytes(fn: Callable[[], Any], device: torch.device) -> int | None
         cur += int(e.nbytes())
         peak = max(peak, cur)
     return peak if events else None
+
+
+def peak_memory_bytes(fn: Callable[[], Any], device: torch.device,
+                      modules: Sequence[torch.nn.Module] = ()) -> int | None:
+    """Peak bytes ``fn()`` needs above what was in use before it, or ``None`` if it
+    cannot be measured here (see the module docs for the method).
+
+    Args:
+        fn: one step (already run once, so that one-off set-up such as FFT plans is
+            not counted).
+        device: the step's device.
+        modules: modules whose JTFS buffer pools are emptied first, so that the
+            pooled work buffers count in full.
+    """
+    _clear_pools(modules)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return int(torch.cuda.max_memory_allocated(device) - base)
+    if device.type == "cpu":
+        peak = _rss_peak(fn)
+        if peak is not None:
+            return peak
+    return _profiler_peak(fn)
 
 
 def _time_step(step: Callable[[], None], device: torch.device) -> float:
@@ -108,10 +172,10 @@ def run_bench(
     x = torch.randn(batch_size, 1, n, generator=g).to(dev)
     path_order = torch.randint(0, n_paths, (max(repeats, 1) + 1,), generator=g).tolist()
 
-    def scrapl_step(i: int) -> Callable[[], None]:
+    def scrapl_step(path: int) -> Callable[[], None]:
         def step() -> None:
             x_hat.grad = None
-            loss.path_distance(x_hat, x, path_order[i], reduction="mean").backward()
+            loss.path_distance(x_hat, x, path, reduction="mean").backward()
 
         return step
 
@@ -135,24 +199,30 @@ def run_bench(
     for m in methods:
         times: list[float] = []
         if m == "scrapl":
-            scrapl_step(repeats)()  # warm-up (not timed)
+            scrapl_step(path_order[repeats])()  # warm-up (not timed)
             bar.update(1)
             for i in range(repeats):
-                times.append(_time_step(scrapl_step(i), dev))
+                times.append(_time_step(scrapl_step(path_order[i]), dev))
                 bar.update(1)
-            peak = peak_memory_bytes(scrapl_step(0), dev)
+            # the larger peak of the first and the last path (JTFS paths are sorted by
+            # temporal scale: the two extremes of the first-order work), each warm
+            peaks = []
+            for path in sorted({0, n_paths - 1}):
+                scrapl_step(path)()
+                peaks.append(peak_memory_bytes(scrapl_step(path), dev, (loss,)))
+            peak = None if None in peaks else max(peaks)  # type: ignore[type-var]
         elif m == "jtfs":
             for _ in range(full_repeats):
                 times.append(_time_step(jtfs_step, dev))
                 bar.update(1)
-            peak = peak_memory_bytes(jtfs_step, dev)
+            peak = peak_memory_bytes(jtfs_step, dev, (loss,))
         else:
             mss_step()
             bar.update(1)
             for _ in range(repeats):
                 times.append(_time_step(mss_step, dev))
                 bar.update(1)
-            peak = peak_memory_bytes(mss_step, dev)
+            peak = peak_memory_bytes(mss_step, dev, (mss_fn,))
         ms = [1000.0 * t for t in times]
         results[m] = {
             "ms_median": round(statistics.median(ms), 3),
