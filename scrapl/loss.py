@@ -27,7 +27,9 @@ Two ways to build it:
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 import inspect
 import logging
 import math
@@ -52,6 +54,32 @@ _HELD_PATH_WARN_AFTER = 1000
 """Warn (once) when ``path_per_step=True`` reused one path for this many training
 forwards without :meth:`SCRAPLLoss.consume_path` (usually: a plain optimizer that
 never consumes the path, so the loss is stuck on one path)."""
+
+
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def _full_precision(method: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """Run a distance method in float32 whatever the caller's precision.
+
+    Half-precision inputs (``float16``/``bfloat16``, e.g. a model output under
+    ``torch.autocast``) are cast to float32 (gradients flow back in their dtype),
+    and autocast is switched off for the input's device while the transform runs,
+    so the distance is computed, and returned, in float32 (float64 stays float64).
+    """
+
+    @functools.wraps(method)
+    def wrapper(self: Any, x: Any, x_target: Any, *args: Any, **kwargs: Any) -> Tensor:
+        if isinstance(x, Tensor) and x.dtype in _HALF_DTYPES:
+            x = x.float()
+        if isinstance(x_target, Tensor) and x_target.dtype in _HALF_DTYPES:
+            x_target = x_target.float()
+        with contextlib.ExitStack() as stack:
+            if isinstance(x, Tensor) and torch.is_autocast_enabled(x.device.type):
+                stack.enter_context(torch.autocast(x.device.type, enabled=False))
+            return method(self, x, x_target, *args, **kwargs)
+
+    return wrapper
 
 
 def _check_number(name: str, value: Any, *, low: float | None = None, high: float | None = None,
@@ -514,6 +542,7 @@ class SCRAPLLoss(nn.Module):
     def _norm(self, diff: Tensor) -> Tensor:
         return torch.linalg.vector_norm(diff, ord=self.config.p, dim=(-2, -1))
 
+    @_full_precision
     def path_distance(self, x: Tensor, x_target: Tensor, path_idx: int, reduction: Optional[str] = None) -> Tensor:
         """Distance of one path, without side effects (no sampling, no counting).
 
@@ -535,6 +564,7 @@ class SCRAPLLoss(nn.Module):
         s = self._coefs(x, i)
         return self._norm(s_target - s)
 
+    @_full_precision
     def full_distance(self, x: Tensor, x_target: Tensor, reduction: Optional[str] = None) -> Tensor:
         """Deterministic full-tree distance: the mean over all paths of the per-path
         distance (same ``p``, ``rho`` and ``crop_time``); usable in any mode, no side
@@ -619,13 +649,16 @@ class SCRAPLLoss(nn.Module):
             return self._held_path
         return self._draw(None)
 
+    @_full_precision
     def forward(self, x: Tensor, x_target: Tensor, seed: Optional[int] = None,
                 path_idx: Optional[int] = None) -> Tensor:
         """Distance between ``x`` and ``x_target`` on one path.
 
         Args:
             x, x_target: ``(batch, channels, samples)`` floating-point signals of the
-                same shape and dtype, ``samples == shape``.
+                same shape and dtype, ``samples == shape``; float16/bfloat16 inputs
+                (e.g. under ``torch.autocast``) are cast to float32 and the distance
+                is computed with autocast off, in float32.
             seed: draw the path with the sampler re-seeded with ``seed`` (the same
                 seed gives the same path; the unseeded sequence is not disturbed).
             path_idx: use this path (``seed`` is then ignored, with a warning).
