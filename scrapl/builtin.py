@@ -13,6 +13,7 @@ from __future__ import annotations
 BUILTIN_MODULES: tuple[str, ...] = (
     "scrapl.transforms.jtfs",
     "scrapl.transforms.scattering1d",
+    "scrapl.transforms.scattering2d",
     "scrapl.samplers",
     "scrapl.optim",
 )
@@ -21,6 +22,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
 BUILTIN_NAMES: dict[str, dict[str, tuple[str, ...]]] = {
     "scrapl.transforms.jtfs": {"transform": ("jtfs",)},
     "scrapl.transforms.scattering1d": {"transform": ("scattering1d",)},
+    "scrapl.transforms.scattering2d": {"transform": ("scattering2d",)},
     "scrapl.samplers": {"sampler": ("uniform", "theta_is")},
     "scrapl.optim": {"optimizer": ("p_adam", "p_saga", "p_adam_saga", "sgd")},
 }

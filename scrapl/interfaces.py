@@ -78,10 +78,18 @@ class ScatteringTransform(nn.Module, abc.ABC):
 
     Subclasses set ``n_samples`` (expected signal length) and implement
     :attr:`paths`, :attr:`path_infos`, :meth:`forward_path` and :meth:`forward`.
-    Input signals are ``(batch, samples)`` or ``(batch, channels, samples)``.
+    Input signals are ``(batch, samples)`` or ``(batch, channels, samples)``; an
+    image transform takes ``(batch, channels, height, width)`` and overrides
+    :attr:`signal_shape`.
     """
 
     n_samples: int
+
+    @property
+    def signal_shape(self) -> tuple[int, ...]:
+        """Shape of one example after the ``(batch, channels)`` axes, checked by the
+        loss: ``(n_samples,)`` for signals; image transforms return ``(height, width)``."""
+        return (int(self.n_samples),)
 
     @property
     @abc.abstractmethod

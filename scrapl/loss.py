@@ -489,14 +489,18 @@ class SCRAPLLoss(nn.Module):
 
     # ------------------------------------------------------------- validation
     def _check_inputs(self, x: Any, x_target: Any) -> None:
+        # (batch, channels, *signal_shape): (samples,) for signals, (height, width) for images
+        shape = getattr(self.transform, "signal_shape", None)  # duck-typed transforms: n_samples only
+        sig = (int(self.transform.n_samples),) if shape is None else tuple(int(n) for n in shape)
+        names = "samples" if len(sig) == 1 else "height, width" if len(sig) == 2 else f"{len(sig)} signal axes"
+        layout = f"(batch, channels, {names})"
         for name, t in (("x", x), ("x_target", x_target)):
             if not isinstance(t, Tensor):
-                raise TypeError(f"{name} must be a torch.Tensor of shape (batch, channels, samples), "
-                                f"got {type(t).__name__}")
+                raise TypeError(f"{name} must be a torch.Tensor of shape {layout}, got {type(t).__name__}")
             if not t.is_floating_point():
                 raise TypeError(f"{name} must have a floating-point dtype, got {t.dtype}")
-            if t.ndim != 3:
-                raise ValueError(f"{name} must have shape (batch, channels, samples) (3 dimensions), "
+            if t.ndim != 2 + len(sig):
+                raise ValueError(f"{name} must have shape {layout} ({2 + len(sig)} dimensions), "
                                  f"got shape {tuple(t.shape)}")
         if x.shape != x_target.shape:
             raise ValueError(f"x and x_target must have the same shape, got {tuple(x.shape)} and "
@@ -505,9 +509,11 @@ class SCRAPLLoss(nn.Module):
             raise TypeError(f"x and x_target must have the same dtype, got {x.dtype} and {x_target.dtype}")
         if x.device != x_target.device:
             raise ValueError(f"x and x_target must be on the same device, got {x.device} and {x_target.device}")
-        n = int(self.transform.n_samples)
-        if x.shape[-1] != n:
-            raise ValueError(f"x and x_target must have {n} samples (the loss's shape), got {x.shape[-1]}")
+        if len(sig) == 1 and x.shape[-1] != sig[0]:
+            raise ValueError(f"x and x_target must have {sig[0]} samples (the loss's shape), got {x.shape[-1]}")
+        if tuple(x.shape[2:]) != sig:
+            raise ValueError(f"x and x_target must have ({names}) = {sig} (the transform's shape), "
+                             f"got {tuple(x.shape[2:])}")
         if x.shape[0] == 0 or x.shape[1] == 0:
             raise ValueError(f"x must have at least one example and one channel, got shape {tuple(x.shape)}")
         if self.config.check_finite:
@@ -656,9 +662,10 @@ class SCRAPLLoss(nn.Module):
 
         Args:
             x, x_target: ``(batch, channels, samples)`` floating-point signals of the
-                same shape and dtype, ``samples == shape``; float16/bfloat16 inputs
-                (e.g. under ``torch.autocast``) are cast to float32 and the distance
-                is computed with autocast off, in float32.
+                same shape and dtype, ``samples == shape`` (``(batch, channels, height,
+                width)`` images for an image transform: its ``signal_shape``);
+                float16/bfloat16 inputs (e.g. under ``torch.autocast``) are cast to
+                float32 and the distance is computed with autocast off, in float32.
             seed: draw the path with the sampler re-seeded with ``seed`` (the same
                 seed gives the same path; the unseeded sequence is not disturbed).
             path_idx: use this path (``seed`` is then ignored, with a warning).
