@@ -348,3 +348,15 @@ def test_plugin_spec() -> None:
     made = make_scattering2d({"name": "scattering2d", "shape": [16, 12], "J": 2})  # type: ignore[arg-type]
     assert made.signal_shape == (16, 12) and made.n_paths == 64
     assert "n_paths=4" in repr(S)
+
+
+# ------------------------------------------------------------------ docs
+def test_docs_python_blocks_run() -> None:
+    """Every Python block of docs/scattering2d.md runs (each in a fresh namespace)."""
+    import re
+
+    doc = Path(__file__).resolve().parent.parent / "docs" / "scattering2d.md"
+    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), flags=re.S)
+    assert len(blocks) >= 2
+    for k, code in enumerate(blocks):
+        exec(compile(code, f"<docs/scattering2d.md block {k}>", "exec"), {"__name__": "docs_example"})

@@ -15,13 +15,20 @@ Conventions (as in Kymatio's ``Scattering2D``):
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from scrapl.transforms.scattering1d.core import modulus
 
+#: Largest fold count ``k * k`` that :class:`FoldSubsample` adds slice by slice; above
+#: it, one strided reduction.
+_FOLD_LOOP_MAX = 64
+
 __all__ = [
+    "FoldSubsample",
     "pad_reflect_2d",
     "unpad",
     "subsample_fourier_2d",
@@ -31,11 +38,6 @@ __all__ = [
     "lowpass_2d",
     "lowpass_spectrum_2d",
 ]
-
-#: Largest fold count ``k * k`` for which :func:`filter_subsample` multiplies fold by
-#: fold (less memory: no full-size product); above it, one product then a mean.
-_FOLD_LOOP_MAX = 16
-
 
 def pad_reflect_2d(x: Tensor, top: int, bottom: int, left: int, right: int) -> Tensor:
     """Kymatio 0.3.0's reflect padding of the last two axes.
@@ -72,6 +74,37 @@ def unpad(s: Tensor) -> Tensor:
     return s[..., 1:-1, 1:-1]
 
 
+class FoldSubsample(torch.autograd.Function):
+    """Fourier-domain decimation by ``k = 2**log2_factor`` on the last two axes: the
+    mean of the ``k x k`` folds of a spectrum ``(..., M, N)`` -> ``(..., M/k, N/k)``.
+
+    Forward adds the folds (slices) into one buffer; backward is the adjoint, the
+    gradient tiled ``k x k`` times and divided by ``k**2``, written with
+    differentiable operations (double backward works).  Autograd through slicing
+    would instead zero-fill a full-size buffer per fold.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, z: Tensor, log2_factor: int) -> Tensor:  # noqa: D102 - documented on the class
+        k = 2**log2_factor
+        ctx.k = k
+        M, N = z.shape[-2:]
+        m, n = M // k, N // k
+        if k * k > _FOLD_LOOP_MAX:
+            return z.reshape(*z.shape[:-2], k, m, k, n).sum(dim=(-4, -2)).mul_(1.0 / (k * k))
+        out = z[..., :m, :n].clone()
+        for a in range(k):
+            for b in range(k):
+                if a or b:
+                    out += z[..., a * m : (a + 1) * m, b * n : (b + 1) * n]
+        return out.mul_(1.0 / (k * k))
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:  # noqa: D102
+        k = ctx.k
+        return grad.repeat(*([1] * (grad.ndim - 2)), k, k) * (1.0 / (k * k)), None
+
+
 def subsample_fourier_2d(x_hat: Tensor, log2_factor: int) -> Tensor:
     """Decimate an image by ``2**log2_factor`` on both axes in the Fourier domain.
 
@@ -87,14 +120,11 @@ def subsample_fourier_2d(x_hat: Tensor, log2_factor: int) -> Tensor:
     """
     if log2_factor == 0:
         return x_hat
-    k = 2**log2_factor
-    M, N = x_hat.shape[-2:]
-    return x_hat.reshape(*x_hat.shape[:-2], k, M // k, k, N // k).mean(dim=(-4, -2))
+    return FoldSubsample.apply(x_hat, log2_factor)
 
 
 def filter_subsample(x_hat: Tensor, filt: Tensor, log2_factor: int) -> Tensor:
-    """``subsample_fourier_2d(x_hat * filt, log2_factor)`` without the full-size product
-    for small factors (fold by fold accumulation).
+    """``subsample_fourier_2d(x_hat * filt, log2_factor)``: filter, then decimate.
 
     Args:
         x_hat: complex ``(..., M, N)``, broadcast against ``filt``.
@@ -104,17 +134,7 @@ def filter_subsample(x_hat: Tensor, filt: Tensor, log2_factor: int) -> Tensor:
     Returns:
         complex ``(broadcast leading axes, M // k, N // k)``.
     """
-    k = 2**log2_factor
-    if k == 1 or k * k > _FOLD_LOOP_MAX:
-        return subsample_fourier_2d(x_hat * filt, log2_factor)
-    M, N = x_hat.shape[-2:]
-    m, n = M // k, N // k
-    out = None
-    for a in range(k):
-        for b in range(k):
-            term = x_hat[..., a * m : (a + 1) * m, b * n : (b + 1) * n] * filt[..., a * m : (a + 1) * m, b * n : (b + 1) * n]
-            out = term if out is None else out + term
-    return out / (k * k)
+    return subsample_fourier_2d(x_hat * filt, log2_factor)
 
 
 def fft2_real(x: Tensor) -> Tensor:
