@@ -44,6 +44,8 @@ _LAZY = {
     "Registry": "scrapl.registry",
     "JTFS": "scrapl.transforms.jtfs",
     "JTFSConfig": "scrapl.transforms.jtfs",
+    "ablate": "scrapl.ablation",
+    "AblationSpec": "scrapl.ablation",
 }
 
 __all__ = [

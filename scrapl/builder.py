@@ -226,6 +226,24 @@ def _read_config_file(path: Path) -> Any:
         raise ValueError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
 
 
+def read_mapping_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML (``.yaml``/``.yml``) or JSON file holding a mapping: the one
+    config-file reader of the package (scrapl configs, demo settings, ablation specs).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: unsupported suffix, unreadable file, syntax error, or a top
+            level that is not a mapping (an empty file is an empty mapping).
+    """
+    path = Path(path).expanduser()
+    data = _read_config_file(path)
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ValueError(f"config file {str(path)!r} must hold a mapping at its top level, got {type(data).__name__}")
+    return dict(data)
+
+
 def _components_from(config: ScraplConfig, registry: Registry) -> bool:
     """Whether every component of ``config`` is an instance of ``registry``'s class."""
     for kind in _COMPONENT_FIELDS:
@@ -262,13 +280,7 @@ def load_config(source: ConfigSource, *, registry: Registry | None = None) -> Sc
             return source
         return ScraplConfig.model_validate(source.model_dump(), context=context)
     if isinstance(source, (str, Path)):
-        path = Path(source).expanduser()
-        data = _read_config_file(path)
-        if not isinstance(data, Mapping):
-            raise ValueError(
-                f"config file {str(path)!r} must hold a mapping at its top level, got {type(data).__name__}"
-            )
-        return ScraplConfig.model_validate(dict(data), context=context)
+        return ScraplConfig.model_validate(read_mapping_file(source), context=context)
     if isinstance(source, Mapping):
         return ScraplConfig.model_validate(dict(source), context=context)
     raise TypeError(

@@ -1,6 +1,7 @@
-"""The README's main job, end to end with tiny settings: ``scrapl demo`` trains SCRAPL
-(theta-IS warmup, P-Adam + P-SAGA) and the MSS baseline, writes metrics.json and the
-plots, and bad arguments exit with status 2 and one line, no traceback."""
+"""The README's main job, end to end with tiny settings: ``scrapl demo`` (a one-seed
+preset of ``scrapl ablate``) trains SCRAPL (theta-IS warmup, P-Adam + P-SAGA), the full
+JTFS, MSS and supervised arms, writes the sweep report and the plots, and bad arguments
+exit with status 2 and one line, no traceback."""
 
 from __future__ import annotations
 
@@ -21,17 +22,25 @@ def test_demo_end_to_end_tiny(tmp_path: Path, capsys: pytest.CaptureFixture[str]
             "--val-every", "1", "--warmup-iters", "2", "--warmup-batch-size", "2", "--no-progress"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert "theta_l1" in printed and "scrapl" in printed and "mss" in printed
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics["methods"]) == {"scrapl", "mss"}
-    for method in ("scrapl", "mss"):
-        value = metrics["methods"][method]["theta_l1"]
-        assert 0.0 <= value <= 1.0
-        assert metrics["methods"][method]["steps"] == 3
-    assert metrics["settings"]["steps"] == 3
-    for png in ("val_error_vs_steps.png", "val_error_vs_time.png", "path_probs.png"):
+    for needle in ("theta_l1", "scrapl", "full_jtfs", "mss", "supervised", "predict the middle"):
+        assert needle in printed
+    summary = json.loads((out / "summary.json").read_text())
+    arms = {row["arm"]: row for row in summary["arms"]}
+    assert set(arms) == {"scrapl", "full_jtfs", "mss", "supervised"}
+    for arm in arms.values():
+        assert 0.0 <= arm["theta_l1"] <= 1.0 and arm["steps"] == 3 and arm["n"] == 1
+    assert 0.0 < summary["baseline_predict_middle"]["theta_l1"] < 0.5
+    scrapl_run = json.loads((out / "runs" / "scrapl__seed0.json").read_text())
+    assert scrapl_run["info"]["sampler"] == "theta_is" and len(scrapl_run["info"]["probs"]) == 72
+    assert scrapl_run["info"]["optimizer"] == "p_adam_saga"
+    for png in ("val_error_vs_steps.png", "val_error_vs_time.png", "error_vs_cost.png", "path_probs.png"):
         data = (out / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
+    # the same command again finds every run finished
+    stamp = (out / "runs" / "scrapl__seed0.json").stat().st_mtime_ns
+    assert main(argv) == 0
+    assert (out / "runs" / "scrapl__seed0.json").stat().st_mtime_ns == stamp
+    assert len(list((out / "runs").glob("*.json"))) == 4
 
 
 def test_demo_is_reproducible_for_mss(tmp_path: Path) -> None:
@@ -40,9 +49,20 @@ def test_demo_is_reproducible_for_mss(tmp_path: Path) -> None:
         argv = ["demo", "--out", str(out), "--methods", "mss", "--steps", "3", "--batch-size", "2",
                 "--n-val", "4", "--val-every", "3", "--no-progress", "--quiet"]
         assert main(argv) == 0
-        return json.loads((out / "metrics.json").read_text())["methods"]["mss"]["theta_l1"]
+        return json.loads((out / "runs" / "mss__seed0.json").read_text())["final"]["theta_l1"]
 
     assert run("a") == run("b")
+
+
+def test_demo_refuses_a_folder_of_other_settings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "d"
+    common = ["demo", "--out", str(out), "--methods", "supervised", "--batch-size", "2", "--n-val", "4",
+              "--no-progress", "--quiet"]
+    assert main([*common, "--steps", "2"]) == 0
+    capsys.readouterr()
+    assert main([*common, "--steps", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "another spec" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize(

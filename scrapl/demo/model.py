@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-__all__ = ["LogScalogram", "ChirpletEncoder"]
+__all__ = ["LogScalogram", "ModulationSpectrum", "ChirpletEncoder"]
 
 
 def _positive_int(name: str, value: object, minimum: int = 1) -> int:
@@ -113,19 +113,49 @@ class LogScalogram(nn.Module):
         return torch.log(u + self.eps)
 
 
+class ModulationSpectrum(nn.Module):
+    """Delay-invariant modulation spectrum of a log-scalogram.
+
+    For each frequency band of :class:`LogScalogram` the log-modulus is centred in
+    time and its magnitude spectrum over time is kept up to ``n_mod`` modulation bins
+    (fewer if the signal has fewer)
+    (bin ``m`` is ``m * sr / (hop * n_frames)`` Hz: 1 Hz steps for the demo's 1 s
+    signals), then compressed with ``log1p``.  The magnitude of a Fourier transform
+    ignores (circular) delays, and the AM rate shows as a peak at its bin, which a
+    time-averaged CNN over the scalogram does not pick up within a few hundred steps
+    (measured: held-out AM error stayed at the predict-the-middle level even with
+    supervised training).
+
+    Shapes:
+        input ``(batch, [1,] samples)``; output ``(batch, K, n_mod)``.
+    """
+
+    def __init__(self, n_samples: int, *, n_octaves: int = 6, Q: int = 8, hop: int = 128, n_mod: int = 33) -> None:
+        super().__init__()
+        self.scalogram = LogScalogram(n_samples, n_octaves=n_octaves, Q=Q, hop=hop)
+        n_bins = self.scalogram.n_frames // 2 + 1
+        self.n_mod = min(_positive_int("n_mod", n_mod), n_bins)  # at most the bins of the frames
+
+    def forward(self, x: Tensor) -> Tensor:
+        u = self.scalogram(x)
+        m = torch.fft.rfft(u - u.mean(dim=-1, keepdim=True), dim=-1).abs()[..., : self.n_mod]
+        return torch.log1p(m)
+
+
 class ChirpletEncoder(nn.Module):
     """Predicts synthesizer parameters in ``[0, 1]`` from audio.
 
-    Architecture: :class:`LogScalogram` (computed without gradient), per-example
-    standardisation, three 3x3 conv blocks (ReLU, 2x2 max-pool after the first two),
-    a global average over time, two linear layers and a sigmoid.
+    Architecture: :class:`ModulationSpectrum` (computed without gradient), a fixed
+    per-feature standardisation (``feature_mean`` / ``feature_std`` buffers, set from
+    unlabeled signals with :meth:`fit_normalisation`; identity until then), a
+    two-layer MLP and a sigmoid.
 
     Args:
         n_samples: signal length.
         n_params: number of outputs (2 for the chirplet synth).
-        channels: conv channels.
-        hidden: width of the hidden linear layer.
+        hidden: width of the hidden layer.
         n_octaves, Q, hop: front-end settings (see :class:`LogScalogram`).
+        n_mod: modulation bins kept (see :class:`ModulationSpectrum`).
 
     Shapes:
         input ``(batch, 1, samples)`` or ``(batch, samples)``; output ``(batch, n_params)``.
@@ -136,43 +166,36 @@ class ChirpletEncoder(nn.Module):
         n_samples: int,
         n_params: int = 2,
         *,
-        channels: int = 16,
         hidden: int = 64,
         n_octaves: int = 6,
         Q: int = 8,
         hop: int = 128,
+        n_mod: int = 33,
     ) -> None:
         super().__init__()
         _positive_int("n_params", n_params)
-        _positive_int("channels", channels)
         _positive_int("hidden", hidden)
-        self.front_end = LogScalogram(n_samples, n_octaves=n_octaves, Q=Q, hop=hop)
-        c = channels
-        self.cnn = nn.Sequential(
-            nn.Conv2d(1, c, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2, ceil_mode=True),
-            nn.Conv2d(c, 2 * c, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2, ceil_mode=True),
-            nn.Conv2d(2 * c, 2 * c, 3, padding=1),
-            nn.ReLU(),
-        )
-        n_freq = math.ceil(math.ceil(self.front_end.n_filters / 2) / 2)
-        self.head = nn.Sequential(
-            nn.Linear(2 * c * n_freq, hidden),
-            nn.ReLU(),
-            nn.Linear(hidden, n_params),
-        )
+        self.front_end = ModulationSpectrum(n_samples, n_octaves=n_octaves, Q=Q, hop=hop, n_mod=n_mod)
+        n_in = self.front_end.scalogram.n_filters * self.front_end.n_mod
+        self.head = nn.Sequential(nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, n_params))
         self.n_params = n_params
+        self.register_buffer("feature_mean", torch.zeros(n_in))
+        self.register_buffer("feature_std", torch.ones(n_in))
+
+    @torch.no_grad()
+    def fit_normalisation(self, x: Tensor) -> None:
+        """Set the per-feature mean and standard deviation from signals ``x``
+        ``(batch, 1, samples)`` (unlabeled; batch >= 2)."""
+        u = self.front_end(x).flatten(1)
+        if u.shape[0] < 2:
+            raise ValueError(f"fit_normalisation needs at least 2 signals, got {u.shape[0]}")
+        self.feature_mean.copy_(u.mean(dim=0))
+        self.feature_std.copy_(u.std(dim=0).clamp_min(1e-5))
 
     def features(self, x: Tensor) -> Tensor:
-        """Standardised log-scalogram, ``(batch, 1, K, frames)`` (no gradient)."""
+        """Standardised modulation spectrum, flattened: ``(batch, K * n_mod)`` (no gradient)."""
         with torch.no_grad():
-            u = self.front_end(x)
-            mean = u.mean(dim=(1, 2), keepdim=True)
-            std = u.std(dim=(1, 2), keepdim=True).clamp_min(1e-5)
-            return ((u - mean) / std).unsqueeze(1)
+            return (self.front_end(x).flatten(1) - self.feature_mean) / self.feature_std
 
     def forward(self, x: Tensor) -> Tensor:
         """Parameters in ``[0, 1]``, shape ``(batch, n_params)``."""
@@ -180,6 +203,4 @@ class ChirpletEncoder(nn.Module):
 
     def head_from_features(self, u: Tensor) -> Tensor:
         """Map precomputed :meth:`features` to parameters (``(batch, n_params)``)."""
-        h = self.cnn(u)  # (B, C, K', T')
-        h = h.mean(dim=-1).flatten(1)  # global average over time
-        return torch.sigmoid(self.head(h))
+        return torch.sigmoid(self.head(u))

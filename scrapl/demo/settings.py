@@ -23,7 +23,6 @@ import copy
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-import yaml
 from pydantic import Field, field_validator
 
 from scrapl.configs import StrictModel
@@ -69,11 +68,13 @@ class SynthSettings(StrictModel):
 class EncoderSettings(StrictModel):
     """Encoder settings (see :class:`scrapl.demo.model.ChirpletEncoder`)."""
 
-    channels: int = Field(default=16, ge=1)
     hidden: int = Field(default=64, ge=1)
     n_octaves: int = Field(default=6, ge=1)
     Q: int = Field(default=8, ge=1)
     hop: int = Field(default=128, ge=1)
+    n_mod: int = Field(default=33, ge=1)
+    norm_examples: int = Field(default=256, ge=2)
+    norm_seed: int = 2024
 
 
 class WarmupSettings(StrictModel):
@@ -98,22 +99,21 @@ class DemoSettings(StrictModel):
     Attributes:
         task: the built-in task (only ``"chirplet"``).
         seed: seed of weight initialisation and of the training data stream.
-        steps: optimizer steps per method (the same budget for every method).
+        steps: optimizer steps of every arm (the same budget for each).
         batch_size: training batch size.
-        scrapl_lr: learning rate of the SCRAPL run (outer step of the path-aware
-            optimizer); ``None`` keeps the config's ``optimizer.lr``.
-        mss_lr: Adam learning rate of the MSS baseline.
+        scrapl_lr: learning rate of the SCRAPL arms; ``None`` keeps the config's
+            ``optimizer.lr``.
+        full_lr, mss_lr, supervised_lr: Adam learning rates of the baselines.
         n_val: held-out examples for the parameter error.
         val_every: evaluate every this many steps (and at the end).
         val_seed: seed of the held-out set (different from the training stream).
-        methods: which runs to make, among ``"scrapl"`` (config's sampler, theta-IS
-            warmup when it is ``theta_is``), ``"scrapl_uniform"`` (uniform paths,
-            no warmup), ``"mss"`` (multi-resolution STFT loss with Adam).
+        methods: the arms, among ``"scrapl"`` (the config's sampler and optimizer,
+            theta-IS warmup when it is ``theta_is``), ``"scrapl_uniform"`` (uniform
+            paths), ``"full_jtfs"``, ``"mss"``, ``"supervised"``.
         synth: :class:`SynthSettings`.
         encoder: :class:`EncoderSettings`.
         warmup: :class:`WarmupSettings`.
-        probs_path: a ``.pt`` file or warmup directory with precomputed theta-IS
-            probabilities (skips the warmup).
+        threads: torch CPU threads (``None``: torch's default).
     """
 
     task: Literal["chirplet"] = "chirplet"
@@ -121,21 +121,24 @@ class DemoSettings(StrictModel):
     steps: int = Field(default=300, ge=1)
     batch_size: int = Field(default=8, ge=1)
     scrapl_lr: float | None = Field(default=None, gt=0)
-    mss_lr: float = Field(default=1e-3, gt=0)
-    n_val: int = Field(default=64, ge=1)
+    full_lr: float = Field(default=3e-4, gt=0)
+    mss_lr: float = Field(default=1e-4, gt=0)
+    supervised_lr: float = Field(default=1e-3, gt=0)
+    n_val: int = Field(default=128, ge=1)
     val_every: int = Field(default=25, ge=1)
     val_seed: int = 987654
-    methods: tuple[Literal["scrapl", "scrapl_uniform", "mss"], ...] = ("scrapl", "mss")
+    methods: tuple[Literal["scrapl", "scrapl_uniform", "full_jtfs", "mss", "supervised"], ...] = (
+        "scrapl", "full_jtfs", "mss", "supervised")
     synth: SynthSettings = SynthSettings()
     encoder: EncoderSettings = EncoderSettings()
     warmup: WarmupSettings = WarmupSettings()
-    probs_path: str | None = None
+    threads: int | None = Field(default=None, ge=1)
 
     @field_validator("methods")
     @classmethod
     def _check_methods(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         if not value:
-            raise ValueError("methods must name at least one of 'scrapl', 'scrapl_uniform', 'mss'")
+            raise ValueError("methods must name at least one arm")
         if len(set(value)) != len(value):
             raise ValueError(f"methods must not repeat a name, got {list(value)}")
         return value
@@ -145,7 +148,7 @@ class DemoSettings(StrictModel):
 DEFAULT_SCRAPL_CONFIG: dict[str, Any] = {
     "transform": {"name": "jtfs", "shape": 8192, "J": 10, "Q1": 8, "Q2": 1, "J_fr": 3, "Q_fr": 1, "T": 4096, "F": 8},
     "sampler": {"name": "theta_is", "n_theta": 2},
-    "optimizer": {"name": "p_adam_saga", "lr": 0.003},
+    "optimizer": {"name": "p_adam_saga", "lr": 0.0001},
     "seed": 0,
 }
 
@@ -156,29 +159,10 @@ def default_scrapl_config() -> dict[str, Any]:
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML (or JSON) mapping from ``path``.
+    """Read a YAML (or JSON) mapping from ``path`` (:func:`scrapl.builder.read_mapping_file`)."""
+    from scrapl.builder import read_mapping_file
 
-    Raises:
-        FileNotFoundError: the file does not exist.
-        ValueError: it cannot be parsed or is not a mapping.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"config file not found: {str(path)!r}")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"cannot read config file {str(path)!r}: {exc}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        first = str(exc).strip().splitlines()
-        raise ValueError(f"config file {str(path)!r} is not valid YAML: {' '.join(s.strip() for s in first)}") from exc
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ValueError(f"config file {str(path)!r} must hold a mapping, got {type(data).__name__}")
-    return data
+    return read_mapping_file(path)
 
 
 def split_demo_config(data: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -1,0 +1,220 @@
+"""The ablation machinery with tiny specs: validation, confidence intervals, resume,
+foreign folders, and equal results across executors."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from scrapl.ablation import AblationSpec, ablate, load_spec, mean_ci, t_quantile_975
+from scrapl.cli import main
+
+pytest.importorskip("auraloss")
+
+TINY: dict[str, Any] = {
+    "name": "tiny",
+    "task": {"name": "chirplet", "settings": {"n_val": 4, "synth": {"max_shift": 64}, "encoder": {"norm_examples": 4}}},
+    "base": {
+        "transform": {"name": "jtfs", "shape": 4096, "J": 6, "Q1": 8, "Q2": 1, "J_fr": 2, "Q_fr": 1, "T": 64, "F": 4},
+        "sampler": {"name": "uniform"},
+        "optimizer": {"name": "p_adam_saga", "lr": 1e-4},
+    },
+    "arms": [
+        {"name": "scrapl", "optimizer": {"name": "p_adam"}},
+        {"name": "sup", "kind": "supervised"},
+    ],
+    "seeds": [0, 1],
+    "budget": {"steps": 2, "val_every": 1, "batch_size": 2},
+    "threads": 1,
+}
+
+
+def tiny(**changes: Any) -> dict[str, Any]:
+    spec = copy.deepcopy(TINY)
+    spec.update(changes)
+    return spec
+
+
+# ----------------------------------------------------------------------------- validation
+@pytest.mark.parametrize(
+    "change, needle",
+    [
+        ({"arms": [{"name": "a", "learning_rate": 1}]}, "arms.0.learning_rate"),
+        ({"arms": [{"name": "a", "sampler": {"name": "no_such_sampler"}}]}, "arms.0 (a)"),
+        ({"arms": [{"name": "a", "optimizer": {"name": "no_such_opt"}}]}, "no_such_opt"),
+        ({"arms": [{"name": "a", "optimizer": {"name": "adam", "momentum": 0.9}}]}, "momentum"),
+        ({"arms": [{"name": "a"}, {"name": "a", "kind": "mss"}]}, "unique"),
+        ({"arms": [{"name": "m", "kind": "mss", "optimizer": {"name": "p_adam"}}]}, "takes no optimizer"),
+        ({"arms": []}, "arms"),
+        ({"seeds": []}, "seeds"),
+        ({"seeds": [1, 1]}, "repeat"),
+        ({"budget": {"steps": 0}}, "budget.steps"),
+        ({"budget": {"steps": -5}}, "budget.steps"),
+        ({"base": {"transform": {"name": "jtfs", "shape": 4096, "J": 6, "Q1": 8, "Q2": 1, "J_fr": 2, "Q_fr": 1, "oops": 1}}}, "oops"),
+    ],
+)
+def test_bad_specs_are_rejected_with_their_location(change: dict[str, Any], needle: str) -> None:
+    with pytest.raises(ValueError) as info:
+        load_spec(tiny(**change))
+    assert needle in str(info.value)
+
+
+def test_unknown_task_is_a_value_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown task 'nope'"):
+        ablate(tiny(task={"name": "nope"}), tmp_path / "o", progress=False, plots=False)
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_bad_spec_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(json.dumps(tiny(seeds=[])))
+    assert main(["ablate", str(bad), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "seeds" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert main(["ablate", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "o")]) == 2
+    assert "not found" in capsys.readouterr().err
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(TINY))
+    assert main(["ablate", str(good), "--out", str(tmp_path / "o"), "--address", "127.0.0.1:1"]) == 2
+    assert "--executor ray" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- statistics
+def test_confidence_interval_matches_a_hand_computation() -> None:
+    values = [0.10, 0.12, 0.11, 0.15, 0.12]
+    m, h = mean_ci(values)
+    assert m == pytest.approx(0.12)
+    # s = sqrt(((.02)^2 + 0 + (.01)^2 + (.03)^2 + 0) / 4) = sqrt(0.0014 / 4); t_{0.975,4} = 2.7764
+    assert h == pytest.approx(2.7764 * math.sqrt(0.0014 / 4) / math.sqrt(5), rel=1e-6)
+    assert mean_ci([0.3]) == (0.3, None)
+    assert t_quantile_975(1) == pytest.approx(12.7062)
+    assert t_quantile_975(40) == pytest.approx(2.0211, abs=2e-4)
+    assert t_quantile_975(120) == pytest.approx(1.9799, abs=2e-4)
+    with pytest.raises(ValueError):
+        mean_ci([])
+
+
+# ----------------------------------------------------------------------------- sweeps
+def test_sweep_writes_report_and_resumes_after_a_killed_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "sweep"
+    import scrapl.ablation.runner as runner
+
+    real = runner.run_one
+    calls: list[tuple[str, int]] = []
+
+    def dies_on_third(spec: Any, arm: str, seed: int, **kw: Any) -> dict[str, Any]:
+        calls.append((arm, seed))
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the sweep is killed while this run is in flight
+        return real(spec, arm, seed, **kw)
+
+    monkeypatch.setattr(runner, "run_one", dies_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        ablate(TINY, out, progress=False, plots=False)
+    done = sorted(p.name for p in (out / "runs").glob("*.json"))
+    assert done == ["scrapl__seed0.json", "scrapl__seed1.json"]
+    stamp = (out / "runs" / "scrapl__seed0.json").stat().st_mtime_ns
+    monkeypatch.setattr(runner, "run_one", real)
+
+    result = ablate(TINY, out, progress=False)
+    assert (result.ran, result.skipped) == (2, 2)
+    assert (out / "runs" / "scrapl__seed0.json").stat().st_mtime_ns == stamp
+    for name in ("runs.csv", "summary.json", "summary.md", "val_error_vs_steps.png", "val_error_vs_time.png",
+                 "error_vs_cost.png"):
+        assert (out / name).is_file(), name
+    rows = (out / "runs.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 4 and rows[0].startswith("arm,kind,seed,theta_l1")
+    summary = json.loads((out / "summary.json").read_text())
+    arm = {r["arm"]: r for r in summary["arms"]}["scrapl"]
+    finals = [r["final"]["theta_l1"] for r in result.records if r["arm"] == "scrapl"]
+    m, h = mean_ci(finals)
+    assert arm["theta_l1"] == pytest.approx(m) and arm["theta_l1_ci"] == pytest.approx(h)
+    assert arm["n"] == 2 and arm["ms_per_step"] > 0 and arm["peak_rss_mib"] > 0
+    assert "predict the middle" in result.table()
+    assert summary["baseline_predict_middle"]["theta_l1"] > 0
+    rec = result.records[0]
+    assert [c["step"] for c in rec["curve"]] == [0, 1, 2]
+
+    again = ablate(TINY, out, progress=False, plots=False)
+    assert (again.ran, again.skipped) == (0, 4)
+
+
+def test_foreign_output_folder_is_refused_and_kept(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "o"
+    spec = tiny(arms=[{"name": "sup", "kind": "supervised"}], seeds=[0])
+    ablate(spec, out, progress=False, plots=False)
+    before = sorted(p.name for p in out.rglob("*"))
+    with pytest.raises(ValueError, match="another spec"):
+        ablate(tiny(arms=[{"name": "sup", "kind": "supervised"}], seeds=[0, 1]), out, progress=False)
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(tiny(arms=[{"name": "sup", "kind": "supervised", "lr": 0.01}], seeds=[0])))
+    assert main(["ablate", str(other), "--out", str(out), "--no-progress"]) == 2
+    assert "another spec" in capsys.readouterr().err
+    assert sorted(p.name for p in out.rglob("*")) == before
+    stray = tmp_path / "stray"
+    stray.mkdir()
+    (stray / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not empty"):
+        ablate(spec, stray, progress=False)
+
+
+def _finals(result: Any) -> dict[tuple[str, int], Any]:
+    return {(r["arm"], r["seed"]): (r["final"], [c["theta_l1"] for c in r["curve"]]) for r in result.records}
+
+
+def test_worker_processes_give_the_same_results(tmp_path: Path) -> None:
+    spec = tiny(seeds=[0])
+    here = ablate(spec, tmp_path / "here", progress=False, plots=False)
+    pool = ablate(spec, tmp_path / "pool", workers=2, progress=False, plots=False)
+    assert _finals(here) == _finals(pool)
+
+
+def test_ray_executor_gives_the_same_results(tmp_path: Path) -> None:
+    ray = pytest.importorskip("ray")
+    spec = tiny(seeds=[0])
+    here = ablate(spec, tmp_path / "here", progress=False, plots=False)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        remote = ablate(spec, tmp_path / "ray", executor="ray", progress=False, plots=False)
+    finally:
+        ray.shutdown()
+    assert _finals(here) == _finals(remote)
+
+
+def test_ray_address_that_does_not_answer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("ray")
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(tiny(seeds=[0], arms=[{"name": "sup", "kind": "supervised"}])))
+    assert main(["ablate", str(good), "--out", str(tmp_path / "o"), "--executor", "ray", "--address",
+                 "127.0.0.1:9", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "Ray" in err and "Traceback" not in err
+
+
+def test_third_party_task_registration() -> None:
+    from scrapl.ablation import get_task_class, register_task, task_names
+    from scrapl.demo.task import ChirpletTask
+
+    class Mine(ChirpletTask):
+        pass
+
+    register_task("mine_for_test", Mine)
+    assert "mine_for_test" in task_names() and get_task_class("mine_for_test") is Mine
+    with pytest.raises(ValueError, match="already registered"):
+        register_task("chirplet", Mine)
+    with pytest.raises(TypeError):
+        register_task("bad", dict)  # type: ignore[arg-type]
+    assert isinstance(load_spec(tiny(task={"name": "mine_for_test"})), AblationSpec)
+
+
+def test_shipped_spec_is_valid() -> None:
+    spec = load_spec(Path(__file__).resolve().parents[1] / "configs" / "ablation_chirplet.yaml")
+    kinds = {a.name: a.kind for a in spec.arms}
+    assert {"full_jtfs", "mss", "supervised"} <= set(kinds.values())
+    assert len(spec.seeds) >= 5
