@@ -233,12 +233,10 @@ def read_mapping_file(path: str | Path) -> dict[str, Any]:
     Raises:
         FileNotFoundError: the file does not exist.
         ValueError: unsupported suffix, unreadable file, syntax error, or a top
-            level that is not a mapping (an empty file is an empty mapping).
+            level that is not a mapping (an empty file included).
     """
     path = Path(path).expanduser()
     data = _read_config_file(path)
-    if data is None:
-        data = {}
     if not isinstance(data, Mapping):
         raise ValueError(f"config file {str(path)!r} must hold a mapping at its top level, got {type(data).__name__}")
     return dict(data)
