@@ -106,6 +106,22 @@ def _find_dfti() -> list[int] | None:
 MAX_FFT_PLANS: int = 256
 
 
+#: Work (elements touched) below which an element-wise kernel runs on one thread, as
+#: torch's own CPU kernels do (its grain size): waking the other threads for a
+#: parallel region costs microseconds on an idle machine and a scheduler time slice
+#: (milliseconds) on a loaded one, more than the work of a small call.  The result
+#: does not depend on it (the kernels split independent rows).  The planned FFTs keep
+#: torch's thread count: MKL splits a single long transform differently on one
+#: thread, which changes the last bits.
+PARALLEL_MIN_ELEMENTS: int = 1 << 15
+
+
+def _threads(elements: int) -> int:
+    """Threads for a call touching ``elements`` values (see
+    :data:`PARALLEL_MIN_ELEMENTS`)."""
+    return 1 if elements < PARALLEL_MIN_ELEMENTS else torch.get_num_threads()
+
+
 class Kernels:
     """The loaded kernel library: typed wrappers that check what they are given
     (contiguity, dtype, device) and raise ``ValueError`` otherwise; callers use
@@ -277,7 +293,7 @@ class Kernels:
             raise ValueError(f"idx must be contiguous int64 (nf={nf}, W <= Lh - 1 = {Lh - 1}), got "
                              f"{idx.dtype} {tuple(idx.shape)}")
         self._fn["fill_planes", suf](ext.data_ptr(), ext.shape[1], idx.data_ptr(), h2.data_ptr(), W,
-                                     Z.data_ptr(), B, nf, Lh, torch.get_num_threads())
+                                     Z.data_ptr(), B, nf, Lh, _threads(Z.numel()))
 
     def modulus(self, re: Tensor, im: Tensor, out: Tensor, save: bool) -> None:
         """``out = sqrt(re^2 + im^2) + 1e-12``; with ``save`` also ``re /= out`` and
@@ -291,7 +307,7 @@ class Kernels:
         strides = [_row_stride(t) for t in (re, im, out)]
         rows = out.numel() // max(cols, 1)
         self._fn["modulus", suf](re.data_ptr(), im.data_ptr(), out.data_ptr(), rows, cols, *strides, int(save),
-                                 torch.get_num_threads())
+                                 _threads(out.numel()))
 
     def modulus_cplx(self, z: Tensor, out: Tensor) -> None:
         """``out = |z| + 1e-12`` for complex ``z`` and real ``out`` of one shape
@@ -302,7 +318,7 @@ class Kernels:
         cols = out.shape[-1]
         s_z, s_out = _row_stride(z), _row_stride(out)
         self._fn["modulus_cplx", _SUFFIX[out.dtype]](z.data_ptr(), out.data_ptr(), out.numel() // max(cols, 1),
-                                                     cols, s_z, s_out, torch.get_num_threads())
+                                                     cols, s_z, s_out, _threads(out.numel()))
 
     def scale_cplx(self, z: Tensor, g: Tensor, out: Tensor | None = None) -> Tensor:
         """``out = z * g / (|z| + 1e-12)`` (the modulus backward; ``out=None``: in place
@@ -315,7 +331,7 @@ class Kernels:
         cols = g.shape[-1]
         s_z, s_g, s_out = _row_stride(z), _row_stride(g), _row_stride(out)
         self._fn["scale_cplx", _SUFFIX[g.dtype]](z.data_ptr(), g.data_ptr(), out.data_ptr(), g.numel() // max(cols, 1),
-                                                 cols, s_z, s_g, s_out, torch.get_num_threads())
+                                                 cols, s_z, s_g, s_out, _threads(g.numel()))
         return out
 
     @staticmethod
@@ -354,7 +370,7 @@ class Kernels:
         B, nf, Lh = spec.shape
         _, n_out, width = out.shape
         self._fn["gather_segments", suf](spec.data_ptr(), B, nf, Lh, out.data_ptr(), n_out, width, row0,
-                                         coef.data_ptr(), segs.data_ptr(), segs.shape[0], torch.get_num_threads())
+                                         coef.data_ptr(), segs.data_ptr(), segs.shape[0], _threads(spec.numel()))
 
     def scatter_segments(self, g: Tensor, row0: int, coef: Tensor, segs: Tensor, G: Tensor, scale_ends: bool,
                          even_L: bool) -> None:
@@ -368,7 +384,7 @@ class Kernels:
         _, n_g, width = g.shape
         self._fn["scatter_segments", suf](g.data_ptr(), n_g, width, row0, coef.data_ptr(), segs.data_ptr(),
                                           segs.shape[0], G.data_ptr(), B, nf, Lh, int(scale_ends), int(even_L),
-                                          torch.get_num_threads())
+                                          _threads(G.numel()))
 
     def combine_add(self, gZ: Tensor, idx: Tensor, h2: Tensor, gext: Tensor) -> None:
         """``gext[b, idx[f, 0] + w] += (gZ[0, b, f, 1 + w] + i gZ[1, b, f, 1 + w]) *
@@ -386,7 +402,7 @@ class Kernels:
             raise ValueError(f"idx must be contiguous int64 (nf={nf}, W <= Lh - 1 = {Lh - 1}), got "
                              f"{idx.dtype} {tuple(idx.shape)}")
         self._fn["combine_add", suf](gZ.data_ptr(), B, nf, Lh, idx.data_ptr(), h2.data_ptr(), W, gext.data_ptr(),
-                                     gext.shape[1], torch.get_num_threads())
+                                     gext.shape[1], _threads(gZ.numel()))
 
 
 @functools.lru_cache(maxsize=4096)
