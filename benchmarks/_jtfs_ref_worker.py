@@ -10,7 +10,8 @@ The spec holds ``mode`` (``"path"``: one-path SCRAPLLoss step per listed path;
 interleave its own measurements;
 ``"full"``: full JTFS distance + backward; ``"mem_path"`` / ``"mem_full"``: one such
 step with its peak-memory increase), the JTFS ``config``, ``batch``, ``threads``,
-``paths``, ``repeat`` and ``seed``.  Prints one JSON line: times in seconds, memory
+``paths``, ``repeat`` and ``seed``, and optionally ``loss`` (keyword arguments of
+the reference ``SCRAPLLoss`` such as ``p``, ``use_rho_log1p``, ``log1p_eps``).  Prints one JSON line: times in seconds, memory
 in bytes.
 """
 
@@ -93,7 +94,7 @@ def main() -> None:
     result: dict = {"mode": mode}
     if mode in ("path", "mem_path", "serve"):
         loss = SCRAPLLoss(shape=N, J=c["J"], Q1=c["Q1"], Q2=c["Q2"], J_fr=c["J_fr"], Q_fr=c["Q_fr"], T=c.get("T"),
-                          F=c.get("F")).to(dev)
+                          F=c.get("F"), **spec.get("loss", {})).to(dev)
 
         def step(i: int) -> None:
             x = x0.clone().requires_grad_(True)
@@ -104,14 +105,19 @@ def main() -> None:
 
         if mode == "serve":
             # interleaved with the caller's own measurements: one request per line,
-            # {"path": i} -> {"path": i, "time": median seconds}; an empty line ends
+            # {"path": i} -> {"path": i, "time": median seconds, "times": all, "cpu":
+            # the process's CPU seconds over them}; an empty
+            # line ends
             step(spec["paths"][0])  # warm-up
             print(json.dumps({"ready": True}), flush=True)
             for line in sys.stdin:
                 if not line.strip():
                     break
                 i = int(json.loads(line)["path"])
-                print(json.dumps({"path": i, "time": timed(i)}), flush=True)
+                c0 = time.process_time()
+                ts = timings(lambda: step(i))
+                cpu = time.process_time() - c0  # all threads of this process
+                print(json.dumps({"path": i, "time": statistics.median(ts), "times": ts, "cpu": cpu}), flush=True)
             return
         if mode == "mem_path":
             step(spec["paths"][0])
