@@ -32,7 +32,8 @@ from scrapl.interfaces import PathAwareOptimizer, PathInfo, PathSampler, PluginS
 __version__ = "0.2.0"
 
 _LAZY = {
-    "SCRAPLLoss": "scrapl.loss",
+    "SCRAPLLoss": "scrapl.compat",
+    "PathLoss": "scrapl.loss",
     "build": "scrapl.builder",
     "Built": "scrapl.builder",
     "ScraplConfig": "scrapl.builder",

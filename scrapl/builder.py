@@ -392,7 +392,7 @@ def build(config: ConfigSource, *, registry: Registry | None = None) -> Built:
     The sampler draws with a ``torch.Generator`` seeded with ``config.seed``; two
     builds of the same config draw the same paths.
     """
-    from scrapl.loss import SCRAPLLoss  # lazy: the loss pulls in the heavy parts
+    from scrapl.compat import SCRAPLLoss  # lazy: the loss pulls in the heavy parts
 
     reg = registry if registry is not None else get_registry()
     cfg = load_config(config, registry=reg)

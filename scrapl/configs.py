@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class StrictModel(BaseModel):
@@ -45,11 +45,25 @@ class LossConfig(StrictModel):
         check_finite: raise ``ValueError`` on NaN/inf input values.
     """
 
-    p: float = Field(default=2.0, gt=0)
+    p: float = 2.0
     use_rho_log1p: bool = False
-    log1p_eps: float = Field(default=1e-3, gt=0)
+    log1p_eps: float = 1e-3
     reduction: Literal["mean", "sum", "none"] = "mean"
     crop_time: bool = False
     path_per_step: bool = True
     eval_paths: Literal["sample", "all"] = "sample"
     check_finite: bool = True
+
+    @field_validator("p")
+    @classmethod
+    def _check_p(cls, value: float) -> float:
+        if not value > 0:  # NaN fails too
+            raise ValueError(f"p must be a number > 0 (the order of the norm; inf allowed), got {value!r}")
+        return value
+
+    @field_validator("log1p_eps")
+    @classmethod
+    def _check_log1p_eps(cls, value: float) -> float:
+        if not (value > 0 and value < float("inf")):
+            raise ValueError(f"log1p_eps must be a finite number > 0, got {value!r}")
+        return value

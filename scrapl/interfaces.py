@@ -18,7 +18,7 @@ a factory).  Factories have these signatures (keyword arguments are passed by
     optimizer: factory(config, params, *, n_paths: int,
                        path_source: Callable[[], int | None], **overrides) -> torch.optim.Optimizer
 
-``path_source`` returns the index of the path drawn by the most recent training
+``path_source`` (a :data:`PathSource`) returns the index of the path drawn by the most recent training
 forward of the loss (``None`` before the first one); ``overrides`` are the keyword
 arguments the user passed to ``build(...).optimizer(params, lr=..., ...)`` and take
 precedence over the config's fields.
@@ -29,12 +29,15 @@ from __future__ import annotations
 import abc
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Callable, Literal, Mapping, Optional
 
 import torch
 from torch import Tensor, nn
 
 PluginKind = Literal["transform", "sampler", "optimizer"]
+PathSource = Callable[[], Optional[int]]
+"""Returns the path that produced the current gradient (``None`` if no training
+forward happened since the last optimizer step); e.g. ``loss.consume_path``."""
 PLUGIN_KINDS: tuple[str, ...] = ("transform", "sampler", "optimizer")
 
 
@@ -121,9 +124,12 @@ class ScatteringTransform(nn.Module, abc.ABC):
         """
 
     @abc.abstractmethod
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, *, crop_time: bool = True) -> Tensor:
         """All paths: shape ``(*batch, n_paths, freq, time)``, equal path by path to
-        :meth:`forward_path`."""
+        ``forward_path(x, i, crop_time=crop_time)``.  The loss's full-tree distance
+        (:meth:`scrapl.loss.PathLoss.full_distance`) calls it once per signal; a
+        transform whose ``forward`` does not take ``crop_time`` gets one
+        ``forward_path`` call per path instead when ``crop_time=False``."""
 
 
 class PathSampler(abc.ABC):
@@ -158,6 +164,49 @@ class PathSampler(abc.ABC):
 
     def reset(self) -> None:
         """Forget what was drawn so far (probabilities are kept)."""
+
+    def set_probs(self, probs: Tensor) -> None:
+        """Replace the sampling probabilities (float64 ``(n_paths,)`` summing to one).
+
+        Raises:
+            TypeError: by default: the sampler's probabilities are fixed.
+        """
+        raise TypeError(f"{type(self).__name__} has fixed probabilities; use a sampler that can set them "
+                        "(e.g. sampler name 'theta_is')")
+
+    def reset_probs(self) -> None:
+        """Back to uniform probabilities ``1/P`` (forget what was learned or loaded)."""
+        uniform = torch.full((self.n_paths,), 1.0 / self.n_paths, dtype=torch.float64)
+        if not torch.equal(self.probs, uniform):
+            self.set_probs(uniform)
+
+
+class CurvatureSampler(PathSampler):
+    """A sampler whose probabilities come from theta-IS curvatures ``(n_paths,
+    n_theta)`` (the ``theta_is`` sampler).  The loss's warmup
+    (:func:`scrapl.samplers.warmup.run_warmup`) feeds it through
+    :meth:`update_curvatures`.
+
+    Attributes:
+        n_theta: number of synth parameters ``U``.
+        min_prob_frac: floor of every probability as a fraction of ``1/P``.
+        eps: clamp of the curvatures before the log.
+        agg: reduction of multi-row warmup files (``"none"``, ``"mean"``, ...).
+    """
+
+    n_theta: int
+    min_prob_frac: float
+    eps: float
+    agg: str
+
+    @abc.abstractmethod
+    def update_curvatures(self, vals: Tensor) -> None:
+        """Merge ``(n_paths, n_theta)`` curvatures (NaN: keep the known value) and
+        recompute the probabilities."""
+
+    @abc.abstractmethod
+    def load_warmup_dir(self, warmup_dir: str, agg: Optional[str] = None) -> None:
+        """Set the curvatures from a directory of ``vals_{p}.pt`` files."""
 
 
 class PathAwareOptimizer(torch.optim.Optimizer):

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from scrapl.configs import LossConfig
 from scrapl.interfaces import PathInfo, PathSampler, ScatteringTransform
-from scrapl.loss import SCRAPLLoss
+from scrapl import SCRAPLLoss
 
 N = 64
 
@@ -366,9 +366,9 @@ def test_per_forward_paths_mixing_raises_with_advice() -> None:
 
 
 def test_held_path_warning_when_never_consumed(monkeypatch: pytest.MonkeyPatch) -> None:
-    import scrapl.loss as loss_mod
+    import scrapl.tracker as loss_mod
 
-    monkeypatch.setattr(loss_mod, "_HELD_PATH_WARN_AFTER", 5)
+    monkeypatch.setattr(loss_mod, "HELD_PATH_WARN_AFTER", 5)
     loss = make_loss(path_per_step=True)
     x, y = signals()
     with pytest.warns(RuntimeWarning, match="consume_path"):

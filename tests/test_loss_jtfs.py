@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import scrapl
-from scrapl.loss import SCRAPLLoss
+from scrapl import SCRAPLLoss
 from scrapl.samplers import ThetaISSampler, UniformSampler
 from scrapl.transforms.jtfs import JTFS
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import torch
 
-from scrapl.loss import SCRAPLLoss
+from scrapl import SCRAPLLoss
 from scrapl.samplers import ThetaISSampler
 
 from test_loss import FakeJTFS

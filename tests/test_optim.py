@@ -679,7 +679,7 @@ def test_path_sgd_matches_torch_sgd():
 def test_docstring_examples():
     import doctest
 
-    import scrapl.optim.hooks as H
+    import scrapl.compat.hooks as H
     import scrapl.optim.p_adam as PA
 
     for mod in (PA, H):

@@ -1,4 +1,4 @@
-"""Tests of scrapl.optim.hooks.PathGradHooks, the reference-compatible
+"""Tests of scrapl.compat.hooks.PathGradHooks, the reference-compatible
 ``attach_params`` machinery: golden trajectories recorded with the reference package
 (tests/fixtures/make_optim_reference_hooks.py), equivalence with the optimizer
 plugins, and hook management."""
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import scrapl.optim as O
-from scrapl.optim.hooks import PathGradHooks
+from scrapl.compat.hooks import PathGradHooks
 
 FIXTURE = Path(__file__).parent / "fixtures" / "optim_reference_hooks.pt"
 FLAGS = {"p_adam_saga": (True, True), "p_adam": (True, False), "p_saga": (False, True)}

@@ -17,10 +17,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Mapping, Optional
 
-from scrapl.interfaces import PluginSpec
+from scrapl.interfaces import PathSource, PluginSpec
 from scrapl.optim.base import PathOptimizerBase
 from scrapl.optim.config import PAdamConfig, PAdamSAGAConfig, PSAGAConfig, SGDConfig, merge_overrides
-from scrapl.optim.hooks import PathGradHooks
 from scrapl.optim.p_adam import PAdam, PAdamSAGA
 from scrapl.optim.p_saga import PSAGA
 from scrapl.optim.sgd import PathSGD
@@ -32,7 +31,6 @@ __all__ = [
     "PSAGA",
     "PathSGD",
     "PathOptimizerBase",
-    "PathGradHooks",
     "PAdamConfig",
     "PAdamSAGAConfig",
     "PSAGAConfig",
@@ -42,8 +40,6 @@ __all__ = [
     "make_p_saga",
     "make_sgd",
 ]
-
-PathSource = Callable[[], Optional[int]]
 
 
 def make_p_adam_saga(
@@ -128,3 +124,12 @@ PLUGINS: list[PluginSpec] = [
         description="plain SGD (no per-path state)",
     ),
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # ``scrapl.optim.PathGradHooks`` predates the compat layer: a lazy alias.
+    if name == "PathGradHooks":
+        from scrapl.compat.hooks import PathGradHooks
+
+        return PathGradHooks
+    raise AttributeError(f"module 'scrapl.optim' has no attribute {name!r}")

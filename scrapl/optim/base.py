@@ -1,5 +1,5 @@
 """The shared engine of P-Adam, P-SAGA and P-Adam+SAGA (:class:`PathOptimizerBase`)
-and the per-path row storage used by it and by :mod:`scrapl.optim.hooks`.
+and the per-path row storage used by it and by :mod:`scrapl.compat.hooks`.
 
 Per-parameter state (``optimizer.state[p]``), all plain tensors / numbers / dicts so
 that ``torch.load(weights_only=True)`` restores it:
@@ -21,20 +21,18 @@ paths seen, up to ``P x weights`` per buffer.
 from __future__ import annotations
 
 import math
-import operator
 from itertools import chain
 from typing import Any, Callable, Iterable, Mapping, Optional
 
 import torch
 from torch import Tensor
 
-from scrapl.interfaces import PathAwareOptimizer
+from scrapl import checks
+from scrapl.interfaces import PathAwareOptimizer, PathSource
 from scrapl.optim import functional as F
 from scrapl.optim.config import STATE_DTYPES, check_state_device
 
 __all__ = ["PathOptimizerBase", "PathSource", "resolve_path", "compute_dtype", "RowStore"]
-
-PathSource = Callable[[], Optional[int]]
 
 ROW_KEYS = ("m", "v", "g_hat")
 
@@ -42,22 +40,6 @@ ROW_KEYS = ("m", "v", "g_hat")
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """Dtype the update is computed in: float64 for float64 parameters, else float32."""
     return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def validate_path(path: Any, n_paths: int, what: str = "path") -> int:
-    """Return ``path`` as an int in ``[0, n_paths)`` or raise ``TypeError``/``ValueError``."""
-    if isinstance(path, bool):
-        raise TypeError(f"{what} must be an int in [0, {n_paths}), got {path!r}")
-    try:
-        idx = operator.index(path)
-    except TypeError:
-        if isinstance(path, Tensor) and path.numel() == 1 and not path.is_floating_point():
-            idx = int(path.item())
-        else:
-            raise TypeError(f"{what} must be an int in [0, {n_paths}), got {type(path).__name__} {path!r}") from None
-    if not 0 <= idx < n_paths:
-        raise ValueError(f"{what} must be in [0, {n_paths}), got {idx}")
-    return idx
 
 
 def resolve_path(path: Any, path_source: Optional[PathSource], n_paths: int) -> int:
@@ -68,7 +50,7 @@ def resolve_path(path: Any, path_source: Optional[PathSource], n_paths: int) -> 
         TypeError: if the path is not an integer.
     """
     if path is not None:
-        return validate_path(path, n_paths, "path")
+        return checks.path_index(path, n_paths, "path")
     if path_source is None:
         raise ValueError(
             "no path for this optimizer step: pass step(path=i), or build the optimizer with "
@@ -81,7 +63,7 @@ def resolve_path(path: Any, path_source: Optional[PathSource], n_paths: int) -> 
             "the SCRAPL loss since the last step?); run the loss in training mode before "
             "optimizer.step(), or pass step(path=i)"
         )
-    return validate_path(got, n_paths, "path_source()")
+    return checks.path_index(got, n_paths, "path_source()")
 
 
 class RowStore:

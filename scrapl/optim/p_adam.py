@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Optional
 
-from scrapl.optim.base import PathOptimizerBase, PathSource
+from scrapl.interfaces import PathSource
+from scrapl.optim.base import PathOptimizerBase
 
 __all__ = ["PAdam", "PAdamSAGA"]
 

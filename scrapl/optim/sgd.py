@@ -6,8 +6,8 @@ from typing import Any, Callable, Iterable, Optional
 
 import torch
 
-from scrapl.interfaces import PathAwareOptimizer
-from scrapl.optim.base import PathSource, validate_path
+from scrapl import checks
+from scrapl.interfaces import PathAwareOptimizer, PathSource
 
 __all__ = ["PathSGD"]
 
@@ -57,7 +57,7 @@ class PathSGD(PathAwareOptimizer, torch.optim.SGD):
                 loss = closure()
         if path is None and self.path_source is not None:
             path = self.path_source()
-        self.last_path = None if path is None else validate_path(path, self.n_paths, "path")
+        self.last_path = None if path is None else checks.path_index(path, self.n_paths, "path")
         torch.optim.SGD.step(self)
         return loss
 

@@ -45,6 +45,7 @@ from torch import Tensor
 
 from scrapl.configs import PluginConfig
 from scrapl.errors import WarmupError
+from scrapl.interfaces import CurvatureSampler
 from scrapl.samplers.base import ProbabilitySampler, validate_probs
 
 __all__ = [
@@ -331,7 +332,7 @@ class ThetaISSamplerConfig(PluginConfig):
         return self
 
 
-class ThetaISSampler(ProbabilitySampler):
+class ThetaISSampler(ProbabilitySampler, CurvatureSampler):
     """Importance sampling of paths from theta-IS curvatures.
 
     Until curvatures or probabilities are given, it samples uniformly.
@@ -434,6 +435,8 @@ class ThetaISSampler(ProbabilitySampler):
         self.curvatures = torch.full((self.n_paths, self.n_theta), math.nan, dtype=torch.float64)
         self._probs = torch.full((self.n_paths,), 1.0 / self.n_paths, dtype=torch.float64)
         self.loaded_probs_path = None
+
+    reset_probs = clear_curvatures
 
     def load_probs(self, probs_path: str | os.PathLike) -> None:
         """Load probabilities from a ``.pt`` file (``torch.load(weights_only=True)``).

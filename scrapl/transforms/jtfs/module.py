@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import math
-import operator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from scrapl import checks
 from scrapl.interfaces import PathInfo, ScatteringTransform
 from scrapl.transforms.jtfs import core
 from scrapl.transforms.jtfs.buffers import BufferPool
@@ -264,20 +264,14 @@ class JTFS(ScatteringTransform):
         B = math.prod(batch_shape)
         if B == 0:
             raise ValueError(f"x has an empty batch: shape {tuple(x.shape)}")
-        if self.check_finite and not bool(torch.isfinite(x).all()):
-            raise ValueError("x contains NaN or infinite values (pass check_finite=False to skip this check)")
+        if self.check_finite and not checks.inputs_checked():
+            checks.require_finite(x)
         return x.reshape(B, self.n_samples), batch_shape
 
     def _check_index(self, i: object) -> int:
-        if isinstance(i, bool) or (isinstance(i, Tensor) and i.dtype == torch.bool):
-            raise TypeError(f"path index must be an integer, got {i!r}")
-        try:
-            idx = operator.index(i)
-        except TypeError:
-            raise TypeError(f"path index must be an integer, got {type(i).__name__}") from None
-        if not 0 <= idx < len(self._paths):
-            raise ValueError(f"path index must be in [0, {len(self._paths)}), got {idx}")
-        return idx
+        if checks.inputs_checked():  # the loss validated it
+            return int(i)  # type: ignore[call-overload]
+        return checks.path_index(i, len(self._paths))
 
     # ------------------------------------------------------------------ computation
     def _input_spectrum(self, xb: Tensor) -> Tensor:

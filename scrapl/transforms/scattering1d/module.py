@@ -7,13 +7,13 @@ second-order channel ``(n1, n2)`` (``n1`` outer, ``n2`` inner, ``j1 < j2``).
 
 from __future__ import annotations
 
-import operator
 from typing import Any, Optional
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from scrapl import checks
 from scrapl.interfaces import PathInfo, ScatteringTransform
 from scrapl.transforms.scattering1d import core
 from scrapl.transforms.scattering1d.config import Scattering1DConfig
@@ -209,8 +209,8 @@ class TimeScattering(ScatteringTransform):
                 f"x is on {x.device} but the transform's filters are on {self.psi1.device}; "
                 "move one of them (transform.to(device))"
             )
-        if self._check_finite and not bool(torch.isfinite(x).all()):
-            raise ValueError("x contains NaN or inf values (disable with check_finite=False)")
+        if self._check_finite and not checks.inputs_checked():
+            checks.require_finite(x)
         batch = tuple(x.shape[:-1])
         return x.reshape(-1, self.n_samples), batch
 
@@ -232,15 +232,9 @@ class TimeScattering(ScatteringTransform):
         return s[..., self._i0 : self._i1] if crop_time else s
 
     def _index(self, i: Any) -> int:
-        try:
-            if isinstance(i, bool):
-                raise TypeError
-            idx = operator.index(i)
-        except TypeError:
-            raise TypeError(f"path index i must be an integer, got {i!r}") from None
-        if not 0 <= idx < self.n_paths:
-            raise ValueError(f"path index i must be in [0, {self.n_paths}), got {idx}")
-        return idx
+        if checks.inputs_checked():  # the loss validated it
+            return int(i)
+        return checks.path_index(i, self.n_paths, "path index i")
 
     # ------------------------------------------------------------------ forward
     def forward_path(self, x: Tensor, i: int, *, crop_time: bool = True) -> Tensor:

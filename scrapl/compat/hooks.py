@@ -42,7 +42,8 @@ import torch
 from torch import Tensor
 
 from scrapl.optim import functional as F
-from scrapl.optim.base import RowStore, compute_dtype, tensor_bytes, validate_path
+from scrapl import checks
+from scrapl.optim.base import RowStore, compute_dtype, tensor_bytes
 from scrapl.optim.config import STATE_DTYPES, check_state_device
 
 __all__ = ["PathGradHooks"]
@@ -82,7 +83,7 @@ class PathGradHooks:
 
     Example:
         >>> import torch
-        >>> from scrapl.optim.hooks import PathGradHooks
+        >>> from scrapl.compat.hooks import PathGradHooks
         >>> w = torch.nn.Parameter(torch.ones(3))
         >>> t = {"path": 0, "k": 1}
         >>> hooks = PathGradHooks([w], 4, lambda: t["path"], lambda: t["k"], lambda: True,
@@ -185,7 +186,7 @@ class PathGradHooks:
                 "PathGradHooks: no current path (path_getter() returned None); run the SCRAPL loss "
                 "forward in training mode before backward"
             )
-        path = validate_path(path, self.n_paths, "path_getter()")
+        path = checks.path_index(path, self.n_paths, "path_getter()")
         k = self.step_getter()
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"step_getter() must return an int >= 1, got {k!r}")
