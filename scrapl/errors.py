@@ -31,3 +31,9 @@ class BrokenPluginError(PluginError, RuntimeError):
 
 class WarmupError(ScraplError, RuntimeError):
     """The theta-IS warmup could not run or its files are invalid."""
+
+
+class InvalidWarmupFileError(WarmupError, ValueError):
+    """A probabilities or warmup file exists but cannot be used (unreadable, wrong
+    type, shape or values).  Both a :class:`WarmupError` and a
+    ``ValueError``; the message names the file and what was expected."""

@@ -142,6 +142,8 @@ class PathSampler(abc.ABC):
 
     n_paths: int
     generator: torch.Generator
+    sample_all_paths_first: bool = False
+    """Visit every path once (random order) before sampling from :attr:`probs`."""
 
     @property
     @abc.abstractmethod
@@ -192,12 +194,16 @@ class CurvatureSampler(PathSampler):
         min_prob_frac: floor of every probability as a fraction of ``1/P``.
         eps: clamp of the curvatures before the log.
         agg: reduction of multi-row warmup files (``"none"``, ``"mean"``, ...).
+        curvatures: ``(n_paths, n_theta)`` float64, NaN where unknown.
+        loaded_probs_path: file or directory the probabilities came from, if any.
     """
 
     n_theta: int
     min_prob_frac: float
     eps: float
     agg: str
+    curvatures: Tensor
+    loaded_probs_path: Optional[str] = None
 
     @abc.abstractmethod
     def update_curvatures(self, vals: Tensor) -> None:

@@ -7,5 +7,6 @@ from __future__ import annotations
 
 from scrapl.compat.hooks import PathGradHooks
 from scrapl.compat.loss import SCRAPLLoss
+from scrapl.compat.tensor_dict import ReadOnlyTensorDict
 
-__all__ = ["PathGradHooks", "SCRAPLLoss"]
+__all__ = ["PathGradHooks", "ReadOnlyTensorDict", "SCRAPLLoss"]

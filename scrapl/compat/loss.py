@@ -19,10 +19,12 @@ from torch import Tensor
 
 from scrapl import checks
 from scrapl.compat.hooks import PathGradHooks
+from scrapl.compat.jtfs_names import ReferenceJTFSNames, jtfs_meta
 from scrapl.configs import LossConfig
 from scrapl.interfaces import CurvatureSampler, PathSampler, ScatteringTransform
 from scrapl.loss import PathLoss
 from scrapl.samplers.curvature import check_is_deterministic as _check_is_deterministic
+from scrapl.samplers.probs import log_probs_from_curvatures
 from scrapl.samplers.theta_is import ThetaISSampler
 from scrapl.samplers.warmup import run_warmup
 from scrapl.transforms.jtfs import JTFS
@@ -99,9 +101,11 @@ class SCRAPLLoss(PathLoss):
         p_adam_eps: P-Adam epsilon (> 0).
 
     Keyword-only extras:
-        seed: seed of the sampler's private ``torch.Generator``.  ``None`` draws it
-            from torch's global generator at construction, so ``torch.manual_seed``
-            before building the loss makes the path sequence reproducible.
+        seed: seed of a private ``torch.Generator`` for the draws.  ``None`` (the
+            reference's behaviour): unseeded draws come from torch's global
+            generator, so ``torch.manual_seed(S)`` (or ``seed_everything(S)``) gives
+            the reference's path sequence.  Construction never touches the global
+            generator.
         reduction: ``"mean"``, ``"sum"`` or ``"none"`` (``(batch, channels)``).
         eval_paths: ``"sample"`` (a random path in ``eval()`` mode too) or ``"all"``
             (``eval()`` forwards return :meth:`full_distance`).
@@ -170,14 +174,13 @@ class SCRAPLLoss(PathLoss):
         checks.check_number("eps", eps, low=0.0, low_open=True)
         if probs_path is not None and not (isinstance(probs_path, (str, os.PathLike)) and os.path.isfile(probs_path)):
             raise ValueError(f"probs_path must be an existing .pt file, got {probs_path!r}")
-        if seed is None:
-            seed = int(torch.randint(0, 2**62, (1,)).item())
-        elif isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
             raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
         # The loss checks finiteness itself (naming x / x_target), once per call.
         transform = JTFS(shape, J, Q1, Q2, J_fr, Q_fr, T=T, F=F, check_finite=False)
         sampler = ThetaISSampler(
-            transform.n_paths, generator=torch.Generator().manual_seed(seed), n_theta=n_theta,
+            transform.n_paths, n_theta=n_theta,
+            generator=torch.default_generator if seed is None else torch.Generator().manual_seed(seed),
             min_prob_frac=min_prob_frac, probs_path=None if probs_path is None else str(probs_path), eps=eps,
             sample_all_paths_first=sample_all_paths_first,
         )
@@ -223,6 +226,76 @@ class SCRAPLLoss(PathLoss):
     def n_theta(self) -> int:
         """Synth parameters of the theta-IS sampler (1 for other samplers)."""
         return self.sampler.n_theta if isinstance(self.sampler, CurvatureSampler) else 1
+
+    @property
+    def min_prob_frac(self) -> float:
+        """theta-IS probability floor as a fraction of ``1/P`` (0.0 for other samplers)."""
+        return self.sampler.min_prob_frac if isinstance(self.sampler, CurvatureSampler) else 0.0
+
+    @property
+    def eps(self) -> float:
+        """Floor of the theta-IS probability arithmetic."""
+        return self.sampler.eps if isinstance(self.sampler, CurvatureSampler) else 1e-12
+
+    @property
+    def sample_all_paths_first(self) -> bool:
+        """Whether every path is visited once before sampling from :attr:`probs`."""
+        return bool(self.sampler.sample_all_paths_first)
+
+    @property
+    def loaded_probs_path(self) -> Optional[str]:
+        """The probabilities file or warmup directory loaded last, or ``None``."""
+        return self.sampler.loaded_probs_path if isinstance(self.sampler, CurvatureSampler) else None
+
+    @property
+    def all_log_vals(self) -> Tensor:
+        """``log(max(curvature, eps))`` per synth parameter and path, float64
+        ``(n_theta, n_paths)``; ``log(eps)`` where unknown (the reference's layout)."""
+        sampler = self._curvature_sampler("all_log_vals")
+        return sampler.curvatures.nan_to_num(nan=0.0).clamp(min=sampler.eps).log().T.contiguous()
+
+    @property
+    def all_log_probs(self) -> Tensor:
+        """Per-parameter log probabilities, float64 ``(n_theta, n_paths)`` (the
+        reference's layout; ``probs`` is the mean of ``exp(.) + min_prob_frac / P``)."""
+        sampler = self._curvature_sampler("all_log_probs")
+        return log_probs_from_curvatures(sampler.curvatures, sampler.min_prob_frac, sampler.eps).T.contiguous()
+
+    def update_prob(self, path_idx: int, val: float | Tensor, theta_idx: int = 0) -> None:
+        """Set the curvature of path ``path_idx`` for synth parameter ``theta_idx`` to
+        ``val`` (>= 0) and recompute the probabilities (the reference's method).
+
+        Raises:
+            ValueError: probabilities were loaded from a file (as the reference), or
+                ``val`` / the indices are out of range.
+        """
+        sampler = self._curvature_sampler("update_prob")
+        if sampler.loaded_probs_path is not None:
+            raise ValueError(f"cannot update probs: external probs were loaded ({sampler.loaded_probs_path})")
+        i = checks.path_index(path_idx, self.n_paths, "path_idx")
+        u = checks.path_index(theta_idx, sampler.n_theta, "theta_idx")
+        v = float(val.item() if isinstance(val, Tensor) else val)
+        if not v >= 0.0:
+            raise ValueError(f"val must be a number >= 0 (a curvature), got {val!r}")
+        vals = torch.full((self.n_paths, sampler.n_theta), float("nan"), dtype=torch.float64)
+        vals[i, u] = v
+        sampler.update_curvatures(vals)
+
+    @property
+    def jtfs(self) -> "ReferenceJTFSNames":
+        """The JTFS transform under the reference's attribute names (``Q``, ``J``,
+        ``J_fr``, ``Q_fr``, ``T``, ``F``, ``shape``); anything else is the module's."""
+        if not isinstance(self.transform, JTFS):
+            raise AttributeError(f"jtfs: this loss's transform is a {type(self.transform).__name__}, not JTFS")
+        return ReferenceJTFSNames(self.transform)
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """Per output channel of the JTFS (first-order channels, then the paths), the
+        reference's ``meta`` columns: ``key``, ``order``, ``n_fr``, ``xi``,
+        ``sigma``, ``j`` (``(C, 2)``, NaN for the first order), ``xi_fr``,
+        ``sigma_fr``, ``j_fr``, ``spin`` (``(C,)``), as numpy arrays."""
+        return jtfs_meta(self.jtfs.module)
 
     @property
     def scrapl_keys(self) -> list[tuple[int, ...]]:

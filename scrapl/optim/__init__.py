@@ -15,7 +15,7 @@ path_source, **overrides)``:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping, Optional
+from typing import Any, Iterable, Mapping, Optional
 
 from scrapl.interfaces import PathSource, PluginSpec
 from scrapl.optim.base import PathOptimizerBase

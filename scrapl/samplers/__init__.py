@@ -17,20 +17,17 @@ from __future__ import annotations
 from scrapl.interfaces import PluginSpec
 from scrapl.samplers.base import PROBS_SUM_TOL, ProbabilitySampler, validate_probs
 from scrapl.samplers.curvature import CurvatureEstimator, check_is_deterministic, largest_eigenvalues, path_curvatures
-from scrapl.samplers.theta_is import (
+from scrapl.samplers.files import (
     InvalidWarmupFileError,
-    ThetaISSampler,
-    ThetaISSamplerConfig,
-    aggregate_vals,
     load_probs_file,
     load_vals_file,
     load_warmup_dir,
-    make_theta_is_sampler,
     probs_file,
-    probs_from_curvatures,
     save_probs_file,
     vals_file,
 )
+from scrapl.samplers.probs import aggregate_vals, probs_from_curvatures
+from scrapl.samplers.theta_is import ThetaISSampler, ThetaISSamplerConfig, make_theta_is_sampler
 from scrapl.samplers.uniform import UniformSampler, UniformSamplerConfig, make_uniform_sampler
 from scrapl.samplers.warmup import merge_warmup_dir, run_warmup, shard_paths
 

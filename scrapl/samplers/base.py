@@ -113,6 +113,13 @@ class ProbabilitySampler(PathSampler):
         )
         self.unsampled_paths: list[int] = list(range(self.n_paths))
 
+    @property
+    def uses_global_generator(self) -> bool:
+        """Whether draws come from torch's global CPU generator (the drop-in built
+        without a seed, as the reference); its state is then not part of
+        :meth:`state_dict`."""
+        return self.generator is torch.default_generator
+
     # -- probabilities -------------------------------------------------------------
     @property
     def unif_prob(self) -> float:
@@ -159,7 +166,9 @@ class ProbabilitySampler(PathSampler):
         return {
             "n_paths": self.n_paths,
             "probs": self._probs.clone(),
-            "generator_state": self.generator.get_state(),
+            # torch's global generator belongs to the user: never saved or restored
+            "generator_state": torch.empty(0, dtype=torch.uint8) if self.uses_global_generator
+            else self.generator.get_state(),
             "unsampled_paths": torch.tensor(self.unsampled_paths, dtype=torch.int64),
             "sample_all_paths_first": self.sample_all_paths_first,
         }
@@ -184,7 +193,8 @@ class ProbabilitySampler(PathSampler):
         if not isinstance(gen_state, Tensor) or gen_state.dtype != torch.uint8:
             raise ValueError("state['generator_state'] must be a uint8 tensor (torch.Generator.get_state())")
         unsampled = _as_index_list(state["unsampled_paths"], self.n_paths)
-        self.generator.set_state(gen_state.clone())
+        if not self.uses_global_generator and gen_state.numel():
+            self.generator.set_state(gen_state.clone())
         self._probs = probs
         self.unsampled_paths = unsampled
         if "sample_all_paths_first" in state:

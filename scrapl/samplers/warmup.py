@@ -30,21 +30,9 @@ import torch
 from torch import Tensor
 
 from scrapl.samplers.curvature import CurvatureEstimator, DistFn, EigenMethod, LossHessianMode, check_is_deterministic
-from scrapl.samplers.theta_is import (
-    Agg,
-    _check_agg,
-    _check_eps,
-    _check_int,
-    _check_min_prob_frac,
-    aggregate_vals,
-    atomic_save,
-    load_vals_file,
-    load_warmup_dir,
-    probs_file,
-    probs_from_curvatures,
-    save_probs_file,
-    vals_file,
-)
+from scrapl import checks
+from scrapl.samplers.files import atomic_save, load_vals_file, load_warmup_dir, probs_file, save_probs_file, vals_file
+from scrapl.samplers.probs import Agg, aggregate_vals, check_agg, check_eps, check_min_prob_frac, probs_from_curvatures
 
 __all__ = ["run_warmup", "merge_warmup_dir", "shard_paths", "DEFAULT_SEED"]
 
@@ -58,7 +46,7 @@ def shard_paths(paths: Sequence[int], index: int, count: int) -> list[int]:
     >>> shard_paths(range(7), 0, 3), shard_paths(range(7), 2, 3)
     ([0, 1, 2], [5, 6])
     """
-    _check_int("shard count", count, 1)
+    checks.check_int("shard count", count, 1)
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < count:
         raise ValueError(f"shard index must be an int in [0, {count}), got {index!r}")
     paths = list(paths)
@@ -176,12 +164,12 @@ def run_warmup(
     """
     if not callable(dist_fn):
         raise TypeError("dist_fn must be callable: dist_fn(x, x_hat, path_idx) -> scalar tensor")
-    _check_int("n_paths", n_paths, 1)
-    _check_int("n_theta", n_theta, 1)
-    _check_int("n_iter", n_iter, 1)
-    _check_agg(agg)
-    mpf = _check_min_prob_frac(min_prob_frac)
-    eps = _check_eps(eps)
+    checks.check_int("n_paths", n_paths, 1)
+    checks.check_int("n_theta", n_theta, 1)
+    checks.check_int("n_iter", n_iter, 1)
+    check_agg(agg)
+    mpf = check_min_prob_frac(min_prob_frac)
+    eps = check_eps(eps)
     if method not in ("power", "arnoldi"):
         raise ValueError(f"method must be 'power' or 'arnoldi', got {method!r}")
     if loss_hessian not in ("auto", "block", "full"):

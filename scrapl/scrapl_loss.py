@@ -1,0 +1,6 @@
+"""The reference's module path ``scrapl.scrapl_loss`` (``from scrapl.scrapl_loss import
+SCRAPLLoss``, also a ``class_path`` in YAML configs): the drop-in of :mod:`scrapl.compat`."""
+
+from scrapl.compat.loss import SCRAPLLoss
+
+__all__ = ["SCRAPLLoss"]
