@@ -21,6 +21,7 @@ from torch import Tensor
 from scrapl.demo.model import ChirpletEncoder
 from scrapl.demo.settings import DemoSettings
 from scrapl.demo.synth import ChirpletSynth
+from scrapl.demo.task import make_encoder, make_synth
 
 __all__ = [
     "prepare_scrapl_config",
@@ -168,7 +169,6 @@ def run_warmup_cli(
     """What ``scrapl warmup`` does: build, warm up (a share of) the paths, write the
     files, return a JSON-able summary."""
     import scrapl
-    from scrapl.demo.train import make_encoder, make_synth
     from scrapl.samplers import merge_warmup_dir
 
     cfg = prepare_scrapl_config(scrapl_cfg, settings)
