@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from scrapl.transforms import ops
+
 from . import buffers, native
 from .buffers import BufferPool
 
@@ -49,33 +51,13 @@ __all__ = [
 MODULUS_FLOOR: float = 1e-12
 
 
-class ComplexModulus(torch.autograd.Function):
-    """``|z| = sqrt(re^2 + im^2) + 1e-12`` of a complex tensor with a safe backward.
-
-    Backward: ``grad_z = g * z / |z|`` (torch's convention for complex inputs), set to
-    0 where ``|z| == 0``.
-    """
-
-    @staticmethod
-    def forward(ctx, z: Tensor) -> Tensor:  # noqa: D102
-        if not z.is_complex():
-            raise TypeError(f"ComplexModulus expects a complex tensor, got {z.dtype}")
-        re, im = z.real, z.imag
-        out = torch.sqrt(re * re + im * im) + MODULUS_FLOOR
-        ctx.save_for_backward(z, out)
-        return out
-
-    @staticmethod
-    def backward(ctx, g: Tensor) -> Tensor:  # noqa: D102
-        z, out = ctx.saved_tensors
-        w = torch.where(out == 0, torch.zeros_like(out), g / out)
-        return z * w
+ComplexModulus = ops.Modulus
+"""``|z| + floor`` with a safe backward (:class:`scrapl.transforms.ops.Modulus`)."""
 
 
 def complex_modulus(z: Tensor) -> Tensor:
-    """Differentiable ``sqrt(re^2 + im^2) + 1e-12`` of a complex tensor (see
-    :class:`ComplexModulus`)."""
-    return ComplexModulus.apply(z)
+    """Differentiable ``sqrt(re^2 + im^2) + 1e-12`` of a complex tensor."""
+    return ops.modulus(z, MODULUS_FLOOR)
 
 
 class PlanarModulus(torch.autograd.Function):
@@ -99,9 +81,8 @@ class PlanarModulus(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g: Tensor):  # noqa: D102
-        x, out = ctx.saved_tensors
-        w = torch.where(out == 0, torch.zeros_like(out), g / out)
-        return x * w.unsqueeze(ctx.dim), None
+        x, out = ctx.saved_tensors  # out >= MODULUS_FLOOR > 0: no zero guard needed
+        return x * (g / out).unsqueeze(ctx.dim), None
 
 
 def planar_modulus(x: Tensor, dim: int) -> Tensor:
@@ -110,9 +91,7 @@ def planar_modulus(x: Tensor, dim: int) -> Tensor:
     return PlanarModulus.apply(x, dim)
 
 
-def reflect_pad(x: Tensor, pad_left: int, pad_right: int) -> Tensor:
-    """Reflection padding (edge sample not repeated) of ``(B, N)`` to ``(B, N_pad)``."""
-    return F.pad(x.unsqueeze(1), (pad_left, pad_right), mode="reflect").squeeze(1)
+reflect_pad = ops.pad_reflect
 
 
 def _gather(spec: Tensor, idx: Tensor) -> Tensor:

@@ -15,11 +15,10 @@ Conventions (as in Kymatio):
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from scrapl.transforms import ops
 
 __all__ = [
     "ModulusStable",
@@ -33,76 +32,12 @@ __all__ = [
 ]
 
 
-class ModulusStable(torch.autograd.Function):
-    """``|z| = sqrt(re(z)**2 + im(z)**2)`` of a complex tensor, with a safe backward.
-
-    The gradient is ``grad * z / |z|`` and exactly zero where ``|z| == 0`` (plain
-    autograd through ``sqrt``/``abs`` gives NaN or an arbitrary subgradient there).
-    The backward is written with differentiable operations, so double backward
-    (Hessian-vector products) works too.  No floor is added to the modulus, as in
-    Kymatio 0.3.0 (the 0.4-dev fork inside scrapl-loss adds 1e-12).
-    """
-
-    @staticmethod
-    def forward(ctx: Any, z: Tensor) -> Tensor:  # noqa: D102 - documented on the class
-        out = (z.real * z.real + z.imag * z.imag).sqrt()
-        ctx.save_for_backward(z, out)
-        return out
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> Tensor:  # noqa: D102
-        z, out = ctx.saved_tensors
-        zero = out == 0
-        safe = torch.where(zero, torch.ones_like(out), out)
-        scale = torch.where(zero, torch.zeros_like(out), grad / safe)
-        return z * scale
-
-
-def modulus(z: Tensor) -> Tensor:
-    """Complex modulus with the safe backward of :class:`ModulusStable`.
-
-    Args:
-        z: complex tensor, any shape.
-
-    Returns:
-        Real tensor of the same shape (dtype ``z.real.dtype``).
-    """
-    return ModulusStable.apply(z)
-
-
-def pad_reflect(x: Tensor, pad_left: int, pad_right: int) -> Tensor:
-    """Reflect-pad the last axis (mirror without repeating the edge sample).
-
-    Args:
-        x: real tensor ``(B, N)``.
-        pad_left, pad_right: samples added before / after, each ``< N``.
-
-    Returns:
-        ``(B, N + pad_left + pad_right)``.
-    """
-    if pad_left == 0 and pad_right == 0:
-        return x
-    return F.pad(x.unsqueeze(1), (pad_left, pad_right), mode="reflect").squeeze(1)
-
-
-def subsample_fourier(x_hat: Tensor, log2_factor: int) -> Tensor:
-    """Decimate a signal by ``2**log2_factor`` in the Fourier domain.
-
-    ``out[..., m] = mean_r x_hat[..., m + r * L / 2**k]`` for ``m < L / 2**k``: the
-    spectrum of ``x[..., ::2**k]``.
-
-    Args:
-        x_hat: complex spectrum ``(..., L)``; ``2**log2_factor`` must divide ``L``.
-        log2_factor: ``k >= 0``.
-
-    Returns:
-        ``(..., L // 2**k)``.
-    """
-    if log2_factor == 0:
-        return x_hat
-    k = 2**log2_factor
-    length = x_hat.shape[-1]
-    return x_hat.reshape(*x_hat.shape[:-1], k, length // k).mean(dim=-2)
+ModulusStable = ops.Modulus
+"""``|z|`` with a safe backward (:class:`scrapl.transforms.ops.Modulus`); no floor is
+added to the modulus, as in Kymatio 0.3.0."""
+modulus = ops.modulus
+pad_reflect = ops.pad_reflect
+subsample_fourier = ops.subsample_fourier
 
 
 def fft_real(x: Tensor) -> Tensor:

@@ -1,0 +1,68 @@
+"""Operations shared by the transforms: complex modulus with a safe backward,
+reflection padding, Fourier-domain subsampling (pure torch functions)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+__all__ = ["Modulus", "modulus", "modulus_backward", "pad_reflect", "subsample_fourier"]
+
+
+def modulus_backward(g: Tensor, z: Tensor, out: Tensor) -> Tensor:
+    """``g * z / |z|``, exactly zero where ``|z| == 0`` (``out`` is the forward
+    output).  Written with differentiable operations, so double backward (Hessian-
+    vector products) works.  ``z`` may be complex, or real planes broadcasting with
+    ``out`` (the caller unsqueezes ``out``'s ``g / out`` as needed)."""
+    zero = out == 0
+    safe = torch.where(zero, torch.ones_like(out), out)
+    return z * torch.where(zero, torch.zeros_like(out), g / safe)
+
+
+class Modulus(torch.autograd.Function):
+    """``|z| = sqrt(re^2 + im^2) + floor`` of a complex tensor, with the safe
+    backward of :func:`modulus_backward` (plain autograd gives NaN at 0)."""
+
+    @staticmethod
+    def forward(ctx: Any, z: Tensor, floor: float = 0.0) -> Tensor:  # noqa: D102
+        if not z.is_complex():
+            raise TypeError(f"the modulus expects a complex tensor, got {z.dtype}")
+        re, im = z.real, z.imag
+        out = torch.sqrt(re * re + im * im)
+        if floor:
+            out = out + floor
+        ctx.save_for_backward(z, out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, None]:  # noqa: D102
+        z, out = ctx.saved_tensors
+        return modulus_backward(g, z, out), None
+
+
+def modulus(z: Tensor, floor: float = 0.0) -> Tensor:
+    """Differentiable ``sqrt(re^2 + im^2) + floor`` of a complex tensor (any shape;
+    real output of dtype ``z.real.dtype``)."""
+    return Modulus.apply(z, floor)
+
+
+def pad_reflect(x: Tensor, pad_left: int, pad_right: int) -> Tensor:
+    """Reflect-pad the last axis of ``(B, N)`` (mirror without repeating the edge
+    sample) to ``(B, N + pad_left + pad_right)``; each pad ``< N``."""
+    if pad_left == 0 and pad_right == 0:
+        return x
+    return F.pad(x.unsqueeze(1), (pad_left, pad_right), mode="reflect").squeeze(1)
+
+
+def subsample_fourier(x_hat: Tensor, log2_factor: int) -> Tensor:
+    """Decimate by ``2**log2_factor`` in the Fourier domain:
+    ``out[..., m] = mean_r x_hat[..., m + r * L / 2**k]`` for ``m < L / 2**k``, the
+    spectrum of ``x[..., ::2**k]`` (``2**k`` must divide ``L``)."""
+    if log2_factor == 0:
+        return x_hat
+    k = 2**log2_factor
+    length = x_hat.shape[-1]
+    return x_hat.reshape(*x_hat.shape[:-1], k, length // k).mean(dim=-2)
