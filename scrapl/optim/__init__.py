@@ -15,7 +15,7 @@ path_source, **overrides)``:
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Callable, Iterable, Optional
 
 from scrapl.interfaces import PathSource, PluginSpec
 from scrapl.optim.base import PathOptimizerBase
@@ -42,56 +42,25 @@ __all__ = [
 ]
 
 
-def make_p_adam_saga(
-    config: PAdamSAGAConfig | Mapping[str, Any],
-    params: Iterable[Any],
-    *,
-    n_paths: int,
-    path_source: Optional[PathSource] = None,
-    **overrides: Any,
-) -> PAdamSAGA:
-    """Build :class:`PAdamSAGA` from its config; ``overrides`` (e.g. ``lr=...``) win."""
-    cfg = merge_overrides(config, PAdamSAGAConfig, overrides)
-    return PAdamSAGA(params, n_paths, path_source=path_source, **cfg.model_dump(exclude={"name"}))
+def _factory(config_cls: type, optimizer_cls: type) -> Callable[..., Any]:
+    """The plugin factory of ``optimizer_cls``: validate the config with the user's
+    ``overrides`` on top (they win), then build the optimizer."""
+
+    def factory(config: Any, params: Iterable[Any], *, n_paths: int, path_source: Optional[PathSource] = None,
+                **overrides: Any) -> Any:
+        cfg = merge_overrides(config, config_cls, overrides)
+        return optimizer_cls(params, n_paths, path_source=path_source, **cfg.model_dump(exclude={"name"}))
+
+    factory.__name__ = factory.__qualname__ = f"make_{config_cls.model_fields['name'].default}"
+    factory.__doc__ = (f"Build :class:`{optimizer_cls.__name__}` from a :class:`{config_cls.__name__}` (or a dict); "
+                       "keyword ``overrides`` (e.g. ``lr=...``) win over its fields.")
+    return factory
 
 
-def make_p_adam(
-    config: PAdamConfig | Mapping[str, Any],
-    params: Iterable[Any],
-    *,
-    n_paths: int,
-    path_source: Optional[PathSource] = None,
-    **overrides: Any,
-) -> PAdam:
-    """Build :class:`PAdam` from its config; ``overrides`` win."""
-    cfg = merge_overrides(config, PAdamConfig, overrides)
-    return PAdam(params, n_paths, path_source=path_source, **cfg.model_dump(exclude={"name"}))
-
-
-def make_p_saga(
-    config: PSAGAConfig | Mapping[str, Any],
-    params: Iterable[Any],
-    *,
-    n_paths: int,
-    path_source: Optional[PathSource] = None,
-    **overrides: Any,
-) -> PSAGA:
-    """Build :class:`PSAGA` from its config; ``overrides`` win."""
-    cfg = merge_overrides(config, PSAGAConfig, overrides)
-    return PSAGA(params, n_paths, path_source=path_source, **cfg.model_dump(exclude={"name"}))
-
-
-def make_sgd(
-    config: SGDConfig | Mapping[str, Any],
-    params: Iterable[Any],
-    *,
-    n_paths: int,
-    path_source: Optional[PathSource] = None,
-    **overrides: Any,
-) -> PathSGD:
-    """Build :class:`PathSGD` from its config; ``overrides`` win."""
-    cfg = merge_overrides(config, SGDConfig, overrides)
-    return PathSGD(params, n_paths, path_source=path_source, **cfg.model_dump(exclude={"name"}))
+make_p_adam_saga = _factory(PAdamSAGAConfig, PAdamSAGA)
+make_p_adam = _factory(PAdamConfig, PAdam)
+make_p_saga = _factory(PSAGAConfig, PSAGA)
+make_sgd = _factory(SGDConfig, PathSGD)
 
 
 PLUGINS: list[PluginSpec] = [

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional
-
-from scrapl.interfaces import PathSource
 from scrapl.optim.base import PathOptimizerBase
 
 __all__ = ["PAdam", "PAdamSAGA"]
@@ -52,33 +49,6 @@ class PAdam(PathOptimizerBase):
     use_p_adam = True
     use_p_saga = False
     display_name = "P-Adam"
-
-    def __init__(
-        self,
-        params: Iterable[Any],
-        n_paths: int,
-        *,
-        path_source: Optional[PathSource] = None,
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        eps_mode: str = "relative",
-        weight_decay: float = 0.0,
-        state_dtype: str = "float32",
-        state_device: Optional[str] = None,
-    ) -> None:
-        super().__init__(
-            params,
-            n_paths,
-            path_source=path_source,
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            eps_mode=eps_mode,
-            weight_decay=weight_decay,
-            state_dtype=state_dtype,
-            state_device=state_device,
-        )
 
 
 class PAdamSAGA(PAdam):

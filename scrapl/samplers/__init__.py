@@ -27,8 +27,8 @@ from scrapl.samplers.files import (
     vals_file,
 )
 from scrapl.samplers.probs import aggregate_vals, probs_from_curvatures
-from scrapl.samplers.theta_is import ThetaISSampler, ThetaISSamplerConfig, make_theta_is_sampler
-from scrapl.samplers.uniform import UniformSampler, UniformSamplerConfig, make_uniform_sampler
+from scrapl.samplers.theta_is import ThetaISSampler, ThetaISSamplerConfig, make_theta_is, make_theta_is_sampler
+from scrapl.samplers.uniform import UniformSampler, UniformSamplerConfig, make_uniform, make_uniform_sampler
 from scrapl.samplers.warmup import merge_warmup_dir, run_warmup, shard_paths
 
 __all__ = [
@@ -47,7 +47,9 @@ __all__ = [
     "load_probs_file",
     "load_vals_file",
     "load_warmup_dir",
+    "make_theta_is",
     "make_theta_is_sampler",
+    "make_uniform",
     "make_uniform_sampler",
     "merge_warmup_dir",
     "path_curvatures",
@@ -65,14 +67,14 @@ PLUGINS: list[PluginSpec] = [
         kind="sampler",
         name="uniform",
         config_cls=UniformSamplerConfig,
-        factory=make_uniform_sampler,
+        factory=make_uniform,
         description="uniform path sampling (unbiased SCRAPL estimator)",
     ),
     PluginSpec(
         kind="sampler",
         name="theta_is",
         config_cls=ThetaISSamplerConfig,
-        factory=make_theta_is_sampler,
+        factory=make_theta_is,
         description="theta-importance sampling from the curvature warmup",
     ),
 ]

@@ -23,7 +23,7 @@ from scrapl.samplers.files import InvalidWarmupFileError, load_probs_file, load_
 from scrapl.samplers.probs import Agg, check_agg, check_eps, check_min_prob_frac, probs_from_curvatures
 from scrapl.samplers.warmup import run_warmup
 
-__all__ = ["ThetaISSampler", "ThetaISSamplerConfig", "make_theta_is_sampler"]
+__all__ = ["ThetaISSampler", "ThetaISSamplerConfig", "make_theta_is", "make_theta_is_sampler"]
 
 
 class ThetaISSamplerConfig(PluginConfig):
@@ -251,7 +251,7 @@ class ThetaISSampler(ProbabilitySampler, CurvatureSampler):
         self.loaded_probs_path = None if lp is None else str(lp)
 
 
-def make_theta_is_sampler(config: ThetaISSamplerConfig | Mapping[str, Any], *, n_paths: int, generator: torch.Generator) -> ThetaISSampler:
+def make_theta_is(config: ThetaISSamplerConfig | Mapping[str, Any], *, n_paths: int, generator: torch.Generator) -> ThetaISSampler:
     """Plugin factory: build a :class:`ThetaISSampler` from its config (loading
     ``probs_path`` / ``warmup_dir`` if given)."""
     cfg = config if isinstance(config, ThetaISSamplerConfig) else ThetaISSamplerConfig.model_validate(config)
@@ -266,3 +266,7 @@ def make_theta_is_sampler(config: ThetaISSamplerConfig | Mapping[str, Any], *, n
         sample_all_paths_first=cfg.sample_all_paths_first,
         generator=generator,
     )
+
+
+make_theta_is_sampler = make_theta_is
+"""Earlier name of :func:`make_theta_is`."""

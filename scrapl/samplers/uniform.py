@@ -10,7 +10,7 @@ from torch import Tensor
 from scrapl.configs import PluginConfig
 from scrapl.samplers.base import ProbabilitySampler
 
-__all__ = ["UniformSampler", "UniformSamplerConfig", "make_uniform_sampler"]
+__all__ = ["UniformSampler", "UniformSamplerConfig", "make_uniform", "make_uniform_sampler"]
 
 
 class UniformSamplerConfig(PluginConfig):
@@ -63,7 +63,11 @@ class UniformSampler(ProbabilitySampler):
         super().load_state_dict(state)
 
 
-def make_uniform_sampler(config: UniformSamplerConfig | Mapping[str, Any], *, n_paths: int, generator: torch.Generator) -> UniformSampler:
+def make_uniform(config: UniformSamplerConfig | Mapping[str, Any], *, n_paths: int, generator: torch.Generator) -> UniformSampler:
     """Plugin factory: build a :class:`UniformSampler` from its config."""
     cfg = config if isinstance(config, UniformSamplerConfig) else UniformSamplerConfig.model_validate(config)
     return UniformSampler(n_paths, generator=generator, sample_all_paths_first=cfg.sample_all_paths_first)
+
+
+make_uniform_sampler = make_uniform
+"""Earlier name of :func:`make_uniform`."""

@@ -14,12 +14,17 @@ from scrapl.interfaces import PluginSpec
 from scrapl.transforms.jtfs.config import JTFSConfig
 from scrapl.transforms.jtfs.module import JTFS
 
-__all__ = ["JTFS", "JTFSConfig", "PLUGINS", "build_jtfs"]
+__all__ = ["JTFS", "JTFSConfig", "PLUGINS", "build_jtfs", "make_jtfs"]
 
 
-def build_jtfs(cfg: JTFSConfig) -> JTFS:
-    """Plugin factory: the :class:`JTFS` described by ``cfg``."""
+def make_jtfs(cfg: JTFSConfig) -> JTFS:
+    """Plugin factory (``make_<plugin name>``, like every built-in): the
+    :class:`JTFS` described by ``cfg``."""
     return JTFS.from_config(cfg)
+
+
+build_jtfs = make_jtfs
+"""Earlier name of :func:`make_jtfs`."""
 
 
 PLUGINS: list[PluginSpec] = [
@@ -27,7 +32,7 @@ PLUGINS: list[PluginSpec] = [
         kind="transform",
         name="jtfs",
         config_cls=JTFSConfig,
-        factory=build_jtfs,
+        factory=make_jtfs,
         description="Joint time-frequency scattering (Kymatio-compatible); paths are (n2, n_fr) channels",
     )
 ]

@@ -16,7 +16,10 @@ from scrapl.interfaces import PluginSpec
 from scrapl.transforms.scattering1d.config import Scattering1DConfig
 from scrapl.transforms.scattering1d.module import TimeScattering
 
-__all__ = ["PLUGINS", "Scattering1DConfig", "TimeScattering", "make_scattering1d"]
+Scattering1D = TimeScattering
+"""The class under the scheme ``<Class>`` / ``<Class>Config`` / plugin ``scattering1d``."""
+
+__all__ = ["PLUGINS", "Scattering1D", "Scattering1DConfig", "TimeScattering", "make_scattering1d"]
 
 
 def make_scattering1d(config: Scattering1DConfig) -> TimeScattering:
