@@ -8,7 +8,7 @@ float64/complex128; the algorithm is the one described in
 :mod:`scrapl.transforms.jtfs.filterbank`.
 
 Complex moduli carry the reference's ``1e-12`` floor and a custom backward
-``g * z / |z|`` that is exactly zero where ``|z| == 0`` (spec §7.7), so exact zeros in
+``g * z / |z|`` that is exactly zero where ``|z| == 0``, so exact zeros in
 the zero-padded regions never produce NaN gradients.
 """
 

@@ -3,7 +3,7 @@
 Two layers:
 
 1. :func:`design_filterbank` builds the reference filterbanks of the joint
-   time-frequency scattering exactly as Kymatio 0.4 does (see ``JTFS_SPEC.md`` §3-6):
+   time-frequency scattering exactly as Kymatio 0.4 does:
    first-order ``psi1`` and second-order ``psi2`` Morlet wavelets and the low-pass
    ``phi`` on the padded time grid (``N_pad`` bins), the frequential wavelets
    ``psi_fr`` and low-pass ``phi_fr`` on the padded log-frequency grid (``N_fr``
@@ -137,7 +137,7 @@ class JTFSBank:
 
 def design_filterbank(N: int, J: int, Q1: int, Q2: int, J_fr: int, Q_fr: int, T: int | None = None,
                       F: int | None = None) -> JTFSBank:
-    """Build the reference JTFS filterbanks (spec §3-6).
+    """Build the reference JTFS filterbanks.
 
     Arguments are those of :class:`scrapl.transforms.jtfs.JTFSConfig` (assumed
     validated).  ``T``/``F`` default to ``2**J`` / ``2**J_fr``.
@@ -341,7 +341,7 @@ class JTFSPlan:
 def _freq_matrix(psi_t: np.ndarray, n_fr: int, k: int, n_cols: int) -> np.ndarray:
     """``M[r, n] = psi_t[(2**k r - n) mod N_fr]``: zero-pad ``n_cols`` rows to ``N_fr``,
     convolve with the frequential filter (impulse response ``psi_t``), decimate by
-    ``2**k`` (spec §7.3-7.4, ``sub`` in Fourier = decimation in time)."""
+    ``2**k`` (``sub`` in Fourier = decimation in time)."""
     R = n_fr // 2**k
     r = np.arange(R)[:, None]
     n = np.arange(n_cols)[None, :]
