@@ -111,18 +111,21 @@ def require_finite(x: Tensor, name: str = "x", hint: str = "pass check_finite=Fa
         raise ValueError(f"{name} contains NaN or infinite values ({hint})")
 
 
-def check_signals(x: Any, x_target: Any, n_samples: int, *, finite: bool) -> None:
+def check_signals(x: Any, x_target: Any, signal_shape: tuple[int, ...], *, finite: bool) -> None:
     """Check the loss inputs: two floating-point tensors of the same shape
-    ``(batch, channels, n_samples)``, dtype and device, with ``batch, channels >= 1``;
-    with ``finite``, both hold only finite values (checked in one reduction)."""
+    ``(batch, channels, *signal_shape)`` (``(samples,)`` for signals, ``(height,
+    width)`` for images), dtype and device, with ``batch, channels >= 1``; with
+    ``finite``, both hold only finite values (checked in one reduction)."""
+    sig = tuple(int(n) for n in signal_shape)
+    names = "samples" if len(sig) == 1 else "height, width" if len(sig) == 2 else f"{len(sig)} signal axes"
+    layout = f"(batch, channels, {names})"
     for name, t in (("x", x), ("x_target", x_target)):
         if not isinstance(t, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor of shape (batch, channels, samples), "
-                            f"got {type(t).__name__}")
+            raise TypeError(f"{name} must be a torch.Tensor of shape {layout}, got {type(t).__name__}")
         if not t.is_floating_point():
             raise TypeError(f"{name} must have a floating-point dtype, got {t.dtype}")
-        if t.ndim != 3:
-            raise ValueError(f"{name} must have shape (batch, channels, samples) (3 dimensions), "
+        if t.ndim != 2 + len(sig):
+            raise ValueError(f"{name} must have shape {layout} ({2 + len(sig)} dimensions), "
                              f"got shape {tuple(t.shape)}")
     if x.shape != x_target.shape:
         raise ValueError(f"x and x_target must have the same shape, got {tuple(x.shape)} and "
@@ -131,8 +134,11 @@ def check_signals(x: Any, x_target: Any, n_samples: int, *, finite: bool) -> Non
         raise TypeError(f"x and x_target must have the same dtype, got {x.dtype} and {x_target.dtype}")
     if x.device != x_target.device:
         raise ValueError(f"x and x_target must be on the same device, got {x.device} and {x_target.device}")
-    if x.shape[-1] != n_samples:
-        raise ValueError(f"x and x_target must have {n_samples} samples (the loss's shape), got {x.shape[-1]}")
+    if len(sig) == 1 and x.shape[-1] != sig[0]:
+        raise ValueError(f"x and x_target must have {sig[0]} samples (the loss's shape), got {x.shape[-1]}")
+    if tuple(x.shape[2:]) != sig:
+        raise ValueError(f"x and x_target must have ({names}) = {sig} (the transform's shape), "
+                         f"got {tuple(x.shape[2:])}")
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise ValueError(f"x must have at least one example and one channel, got shape {tuple(x.shape)}")
     if finite and not bool(torch.isfinite(x).all() & torch.isfinite(x_target).all()):

@@ -21,11 +21,13 @@ drop-in ``scrapl.SCRAPLLoss(shape, J, ...)`` (:mod:`scrapl.compat`) derives from
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 import inspect
 import warnings
 from collections import defaultdict
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import torch
 from torch import Tensor, nn
@@ -49,6 +51,32 @@ def _copy_state(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return type(obj)(_copy_state(v) for v in obj)
     return copy.deepcopy(obj)
+
+
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def _full_precision(method: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """Run a distance method in float32 whatever the caller's precision.
+
+    Half-precision inputs (``float16``/``bfloat16``, e.g. a model output under
+    ``torch.autocast``) are cast to float32 (gradients flow back in their dtype),
+    and autocast is switched off for the input's device while the transform runs,
+    so the distance is computed, and returned, in float32 (float64 stays float64).
+    """
+
+    @functools.wraps(method)
+    def wrapper(self: Any, x: Any, x_target: Any, *args: Any, **kwargs: Any) -> Tensor:
+        if isinstance(x, Tensor) and x.dtype in _HALF_DTYPES:
+            x = x.float()
+        if isinstance(x_target, Tensor) and x_target.dtype in _HALF_DTYPES:
+            x_target = x_target.float()
+        with contextlib.ExitStack() as stack:
+            if isinstance(x, Tensor) and torch.is_autocast_enabled(x.device.type):
+                stack.enter_context(torch.autocast(x.device.type, enabled=False))
+            return method(self, x, x_target, *args, **kwargs)
+
+    return wrapper
 
 
 def _loss_config(config: LossConfig | Mapping[str, Any] | None, overrides: Mapping[str, Any]) -> LossConfig:
@@ -195,7 +223,9 @@ class PathLoss(nn.Module):
 
     # ------------------------------------------------------------- distances
     def _check(self, x: Any, x_target: Any) -> None:
-        checks.check_signals(x, x_target, int(self.transform.n_samples), finite=self.config.check_finite)
+        shape = getattr(self.transform, "signal_shape", None)  # transforms older than signal_shape: n_samples
+        sig = (int(self.transform.n_samples),) if shape is None else tuple(shape)
+        checks.check_signals(x, x_target, sig, finite=self.config.check_finite)
 
     def _rho(self, s: Tensor) -> Tensor:
         return torch.log1p(s / self.config.log1p_eps) if self.config.use_rho_log1p else s
@@ -238,6 +268,7 @@ class PathLoss(nn.Module):
             total = total + self._path_dist(x, x_target, i)
         return total / self.n_paths
 
+    @_full_precision
     def path_distance(self, x: Tensor, x_target: Tensor, path_idx: int, reduction: Optional[str] = None) -> Tensor:
         """Distance of one path, without side effects (no sampling, no counting).
 
@@ -253,6 +284,7 @@ class PathLoss(nn.Module):
         i = checks.path_index(path_idx, self.n_paths, "path_idx")
         return self._reduce(self._path_dist(x, x_target, i), reduction)
 
+    @_full_precision
     def full_distance(self, x: Tensor, x_target: Tensor, reduction: Optional[str] = None) -> Tensor:
         """Deterministic full-tree distance: the mean over all paths of the per-path
         distance (same ``p``, ``rho`` and ``crop_time``); usable in any mode, no side
@@ -291,13 +323,17 @@ class PathLoss(nn.Module):
                 return held
         return self.sample_path(seed)
 
+    @_full_precision
     def forward(self, x: Tensor, x_target: Tensor, seed: Optional[int] = None,
                 path_idx: Optional[int] = None) -> Tensor:
         """Distance between ``x`` and ``x_target`` on one path.
 
         Args:
             x, x_target: ``(batch, channels, samples)`` floating-point signals of the
-                same shape and dtype.
+                same shape and dtype (``(batch, channels, height, width)`` images for
+                an image transform: its ``signal_shape``); float16/bfloat16 inputs
+                (e.g. under ``torch.autocast``) are cast to float32 and the distance is
+                computed with autocast off, in float32.
             seed: draw the path with the sampler re-seeded with ``seed``.
             path_idx: use this path (``seed`` is then ignored, with a warning).
 

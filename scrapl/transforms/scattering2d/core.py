@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from scrapl.transforms.scattering1d.core import modulus
+from scrapl.transforms.ops import modulus
 
 #: Largest fold count ``k * k`` that :class:`FoldSubsample` adds slice by slice; above
 #: it, one strided reduction.
