@@ -39,7 +39,12 @@ def test_doc_python_blocks_run(path: Path, tmp_path: Path, monkeypatch: pytest.M
         if first.startswith("# fragment"):
             assert len(first) > len("# fragment: "), f"{path.name} block {i}: say why it is a fragment"
             continue
-        exec(compile(code, f"{path.name}[block {i}]", "exec"), namespace)
+        try:
+            exec(compile(code, f"{path.name}[block {i}]", "exec"), namespace)
+        except ModuleNotFoundError as exc:  # an optional extra (CI installs them)
+            if (exc.name or "").split(".")[0] in ("scrapl", "scrapl_plugin_template"):
+                raise
+            pytest.skip(f"{path.name} block {i} needs the optional package {exc.name!r}")
 
 
 def test_docs_cite_only_files_in_the_repository() -> None:
@@ -48,9 +53,9 @@ def test_docs_cite_only_files_in_the_repository() -> None:
         text = path.read_text(encoding="utf-8")
         missing = [f for f in cited.findall(text) if not (ROOT / f).exists()]
         assert not missing, f"{path.name} cites files that are not in the repository: {missing}"
-        md_names = {p.name for d in ("docs", "examples", "benchmarks", "scripts") for p in (ROOT / d).rglob("*.md")}
-        md_names |= {p.name for p in ROOT.glob("*.md")}
-        unknown = sorted({m for m in re.findall(r"\b([\w-]+\.md)\b", text) if m not in md_names})
+        links = re.findall(r"\]\(([^)#\s]+\.md)\)", text) + re.findall(r"\b(docs/[\w-]+\.md)\b", text)
+        base = path.parent
+        unknown = sorted({f for f in links if not (base / f).exists() and not (ROOT / f).exists()})
         assert not unknown, f"{path.name} cites documents that are not in the repository: {unknown}"
 
 
