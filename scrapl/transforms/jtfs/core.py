@@ -51,8 +51,12 @@ __all__ = [
 MODULUS_FLOOR: float = 1e-12
 
 
-ComplexModulus = ops.Modulus
-"""``|z| + floor`` with a safe backward (:class:`scrapl.transforms.ops.Modulus`)."""
+class ComplexModulus(ops.Modulus):
+    """``|z| + 1e-12`` with the safe backward of :class:`scrapl.transforms.ops.Modulus`."""
+
+    @staticmethod
+    def forward(ctx, z: Tensor, floor: float = MODULUS_FLOOR) -> Tensor:  # noqa: D102
+        return ops.Modulus.forward(ctx, z, floor)
 
 
 def complex_modulus(z: Tensor) -> Tensor:
