@@ -36,6 +36,7 @@ from scrapl import checks
 from scrapl.configs import LossConfig
 from scrapl.interfaces import PathInfo, PathSampler, ScatteringTransform
 from scrapl.tracker import PathTracker
+from scrapl.transforms.scale import normalise, rescale
 
 __all__ = ["PathLoss"]
 
@@ -252,7 +253,11 @@ class PathLoss(nn.Module):
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {red!r}")
 
     def _norm(self, diff: Tensor) -> Tensor:
-        return torch.linalg.vector_norm(diff, ord=self.config.p, dim=(-2, -1))
+        # scale-robust: the p-norm of diff / 2**e times 2**e (exact; squares of
+        # coefficients above ~1e19 would overflow float32)
+        B = diff.shape[:-2]
+        flat, s = normalise(diff.reshape(-1, diff.shape[-2] * diff.shape[-1]))
+        return rescale(torch.linalg.vector_norm(flat, ord=self.config.p, dim=-1), s).reshape(B)
 
     def _path_dist(self, x: Tensor, x_target: Tensor, i: int) -> Tensor:
         s_target = self._coefs(x_target, i)

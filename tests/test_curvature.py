@@ -274,9 +274,24 @@ class _ItemInBackward(torch.autograd.Function):
         return g * (1.0 + 0.0 * g.sum().item())
 
 
-def test_vmap_failure_falls_back_to_loop():
+def test_vmap_failure_in_the_distance_loops_the_hvps_silently():
+    """A synth/transform without batching rules (as the JTFS's fused kernels): the
+    products through the distance run in a loop, without a warning."""
     enc, dec, theta_fn, _, kws = _setup(U=2, seed=1)
     synth_fn = lambda t: _ItemInBackward.apply(dec(t)).unsqueeze(1)  # noqa: E731
+    params = list(enc.parameters())
+    loop = path_curvatures(_dist, 0, theta_fn, synth_fn, kws, params, vectorize=False, generator=torch.Generator().manual_seed(1))
+    est = CurvatureEstimator(theta_fn, synth_fn, kws, params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = est.path_curvatures(_dist, 0, generator=torch.Generator().manual_seed(1))[0]
+    assert est.vectorize and est.hvp_loop_reason is not None
+    assert torch.allclose(out, loop, rtol=1e-9)
+
+
+def test_vmap_failure_in_the_encoder_falls_back_to_loop():
+    enc, dec, _, synth_fn, kws = _setup(U=2, seed=1)
+    theta_fn = lambda x: _ItemInBackward.apply(enc(x.squeeze(1)))  # noqa: E731
     params = list(enc.parameters())
     loop = path_curvatures(_dist, 0, theta_fn, synth_fn, kws, params, vectorize=False, generator=torch.Generator().manual_seed(1))
     est = CurvatureEstimator(theta_fn, synth_fn, kws, params)

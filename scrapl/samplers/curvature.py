@@ -324,8 +324,10 @@ class CurvatureEstimator:
             batch reduction (the same for all paths), hence one check per batch.
         vectorize: batch the ``U`` (and Hessian) products with
             ``is_grads_batched=True`` (default) instead of a Python loop; results are
-            equal up to rounding.  If an operation has no batching rule (a vmap
-            error), the estimator warns and continues with the loop.
+            equal up to rounding.  The products through the distance fall back to
+            a loop silently when the transform has no batching rule (the JTFS's
+            fused kernels; :attr:`hvp_loop_reason`), the encoder's stay batched; a
+            vmap error in the encoder's products warns and continues with the loop.
         method: eigenvalue algorithm, ``"power"`` (the reference's) or ``"arnoldi"``
             (same number of products, robust to close or opposite-sign top
             eigenvalues); see :func:`largest_eigenvalues`.
@@ -403,6 +405,9 @@ class CurvatureEstimator:
         self._batches: Optional[list[_Batch]] = None
         self.n_hessian_fallbacks = 0
         """How many batches failed the block-structure check (``"auto"`` mode)."""
+        self.hvp_loop_reason: Optional[str] = None
+        """Why the Hessian-vector products through the distance run in a loop
+        (``None``: batched, or not tried yet; see :meth:`_hvps`)."""
 
     # -- shared per-batch forwards ---------------------------------------------------
     def _prepare(self) -> list[_Batch]:
@@ -484,10 +489,25 @@ class CurvatureEstimator:
         return _PathBatch(s.detach(), None, hv.reshape(B * U, B * U).T.contiguous().detach())
 
     def _hvps(self, s: Tensor, leaf: Tensor, rows: Tensor) -> Tensor:
-        """Rows ``H r`` for each ``r`` in ``rows`` (``(k, B, U)``)."""
-        if self.vectorize:
-            (hv,) = torch.autograd.grad(s, leaf, grad_outputs=rows, retain_graph=True, is_grads_batched=True, materialize_grads=True)
-            return hv
+        """Rows ``H r`` for each ``r`` in ``rows`` (``(k, B, U)``).
+
+        These products differentiate twice through the distance, i.e. the transform.
+        They are batched when the transform allows it; the JTFS's fused backward
+        kernels write into preallocated outputs (``out=``), which vmap cannot batch,
+        so the first failed attempt switches these products (only) to a loop, for
+        good and without a warning (:attr:`hvp_loop_reason` says why).  Measured on
+        the README warmup example (``benchmarks/bench_hvp.py``): see
+        docs/samplers.md."""
+        if self.vectorize and self.hvp_loop_reason is None:
+            try:
+                (hv,) = torch.autograd.grad(s, leaf, grad_outputs=rows, retain_graph=True, is_grads_batched=True,
+                                            materialize_grads=True)
+                return hv
+            except RuntimeError as exc:
+                msg = str(exc)
+                if "vmap" not in msg.lower() and "batch" not in msg.lower():
+                    raise
+                self.hvp_loop_reason = msg.splitlines()[0] if msg else type(exc).__name__
         out = []
         for r in rows:
             (h,) = torch.autograd.grad(s, leaf, grad_outputs=r, retain_graph=True, materialize_grads=True)

@@ -20,6 +20,10 @@ shapes of different paths.  The
 pool grows to the buffers of the largest calls, in a few sizes (about 260 MiB over all
 paths of the paper setting at batch 4); :meth:`BufferPool.clear` releases it.  Accelerator tensors are never pooled (their caching allocators do
 this already).
+
+Grad modes: the pool only ever holds normal tensors (a base allocated under
+``torch.inference_mode()`` is made outside it), so calls under ``inference_mode``,
+``no_grad`` and with gradients can follow each other in any order.
 """
 
 from __future__ import annotations
@@ -96,7 +100,11 @@ class BufferPool:
                 for base in self._bases.get((dtype, c), ()):
                     if _storage_users(base) == alone:
                         return base[:n].view(shape)  # the view marks it as used
-            base = torch.empty(classes[0], dtype=dtype)
+            # a normal tensor even under ``torch.inference_mode()``: an inference-mode
+            # base would poison the pool for every later grad-mode call ("Inplace
+            # update to inference tensor outside InferenceMode")
+            with torch.inference_mode(False):
+                base = torch.empty(classes[0], dtype=dtype)
             self._bases.setdefault((dtype, classes[0]), []).append(base)
             return base[:n].view(shape)
 

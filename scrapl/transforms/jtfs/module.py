@@ -16,6 +16,7 @@ from scrapl.transforms.jtfs import core
 from scrapl.transforms.jtfs.buffers import BufferPool
 from scrapl.transforms.jtfs.config import JTFSConfig
 from scrapl.transforms.jtfs.filterbank import JTFSPlan, build_plan, design_filterbank
+from scrapl.transforms.scale import normalise, rescale
 
 __all__ = ["JTFS"]
 
@@ -242,7 +243,10 @@ class JTFS(ScatteringTransform):
                 f"T={self.T}, F={self.F}, n_paths={self.n_paths}")
 
     # ------------------------------------------------------------------ input handling
-    def _prepare(self, x: Tensor) -> tuple[Tensor, tuple[int, ...]]:
+    def _prepare(self, x: Tensor) -> tuple[Tensor, tuple[int, ...], Tensor]:
+        """Validate ``x``; returns it flattened to ``(B, N)`` and divided by a power of
+        two per row (see :mod:`scrapl.transforms.scale`), the batch shape and the
+        ``(B,)`` scales to multiply the output by."""
         if not isinstance(x, Tensor):
             raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
         if x.dtype not in (torch.float32, torch.float64):
@@ -266,7 +270,8 @@ class JTFS(ScatteringTransform):
             raise ValueError(f"x has an empty batch: shape {tuple(x.shape)}")
         if self.check_finite and not checks.inputs_checked():
             checks.require_finite(x)
-        return x.reshape(B, self.n_samples), batch_shape
+        xb, scale = normalise(x.reshape(B, self.n_samples))
+        return xb, batch_shape, scale
 
     def _check_index(self, i: object) -> int:
         if checks.inputs_checked():  # the loss validated it
@@ -321,7 +326,7 @@ class JTFS(ScatteringTransform):
             ``(*batch, F_out, T_out)`` (or ``T_out_padded`` frames).
         """
         i = self._check_index(i)
-        xb, batch_shape = self._prepare(x)
+        xb, batch_shape, scale = self._prepare(x)
         n2, nf = self._paths[i]
         sp = self._second[n2]
         x_hat = self._input_spectrum(xb)
@@ -343,7 +348,7 @@ class JTFS(ScatteringTransform):
         M = getattr(self, f"_s{n2}_M")[2 * r0: 2 * r1]
         S = core.freq_scatter_modulus_average(y2, M, getattr(self, f"_A{sp.j2}")[:, cols], self.buffer_pool)
         out = self._finish_path(S, i, cols)
-        return out.reshape(*batch_shape, *out.shape[-2:])
+        return rescale(out, scale).reshape(*batch_shape, *out.shape[-2:])
 
     def _all_paths(self, u1_hats: list[list[Tensor]], cols: slice) -> Tensor:
         outs = []
@@ -358,21 +363,21 @@ class JTFS(ScatteringTransform):
     def forward(self, x: Tensor, *, crop_time: bool = True) -> Tensor:
         """All paths: ``(*batch, n_paths, F_out, T_out)``, path ``i`` equal to
         ``forward_path(x, i, crop_time=crop_time)``; the scalogram is computed once."""
-        xb, batch_shape = self._prepare(x)
+        xb, batch_shape, scale = self._prepare(x)
         x_hat = self._input_spectrum(xb)
         max_groups = max(sp.n_groups for sp in self._second.values())
         u1_hats = self._u1_hats(x_hat, self._groups[:max_groups])
         out = self._all_paths(u1_hats, self._cols(crop_time))
-        return out.reshape(*batch_shape, *out.shape[-3:])
+        return rescale(out, scale).reshape(*batch_shape, *out.shape[-3:])
 
     def forward_first_order(self, x: Tensor, *, crop_time: bool = True) -> Tensor:
         """The ``n_first = K + 1`` first-order joint channels ``(n_fr,)``:
         ``(*batch, n_first, F_out, T_out)``."""
-        xb, batch_shape = self._prepare(x)
+        xb, batch_shape, scale = self._prepare(x)
         x_hat = self._input_spectrum(xb)
         u1_hats = self._u1_hats(x_hat, self._groups)
         out = self._first_order(u1_hats, self._cols(crop_time))
-        return out.reshape(*batch_shape, *out.shape[-3:])
+        return rescale(out, scale).reshape(*batch_shape, *out.shape[-3:])
 
     def _first_order(self, u1_hats: list[list[Tensor]], cols: slice) -> Tensor:
         S1 = torch.cat([core.first_order_time_average(u, getattr(self, f"_g{g.k}_phi_idx"),
@@ -389,9 +394,9 @@ class JTFS(ScatteringTransform):
     def forward_full(self, x: Tensor, *, crop_time: bool = True) -> Tensor:
         """The reference's complete joint output ``(*batch, n_first + n_paths, F_out,
         T_out)``: first-order channels ``(n_fr,)``, ``n_fr = 0..K``, then all paths."""
-        xb, batch_shape = self._prepare(x)
+        xb, batch_shape, scale = self._prepare(x)
         x_hat = self._input_spectrum(xb)
         u1_hats = self._u1_hats(x_hat, self._groups)
         cols = self._cols(crop_time)
         out = torch.cat([self._first_order(u1_hats, cols), self._all_paths(u1_hats, cols)], dim=1)
-        return out.reshape(*batch_shape, *out.shape[-3:])
+        return rescale(out, scale).reshape(*batch_shape, *out.shape[-3:])

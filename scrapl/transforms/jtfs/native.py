@@ -29,12 +29,17 @@ and why.
 Environment:
     ``SCRAPL_NATIVE=0``: never build or use the kernels (pure torch).
     ``SCRAPL_CACHE_DIR``: where compiled kernels are kept (default
-    ``$XDG_CACHE_HOME/scrapl`` or ``~/.cache/scrapl``; a temporary directory when
-    that is not writable).
+    ``$XDG_CACHE_HOME/scrapl`` or ``~/.cache/scrapl``).  A library is only loaded
+    from a directory owned by this user and writable by nobody else, and only if the
+    file is too; a cache directory that fails this (or cannot be created) is refused
+    and a private temporary one used instead (``$TMPDIR/scrapl-<uid>`` only if it
+    passes the same checks, else a fresh ``mkdtemp`` directory), with the reason in
+    :func:`status` (``cache_note``).
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import functools
@@ -42,6 +47,7 @@ import hashlib
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -135,6 +141,8 @@ class Kernels:
         self.path = path
         #: Compiler flags the library was built with (see ``_FLAG_SETS``).
         self.flags: tuple[str, ...] = ()
+        #: Why the cache directory was refused (and where the kernels are instead), or None.
+        self.cache_note: str | None = None
         self._fn: dict[tuple[str, str], ctypes._CFuncPtr] = {}
         for name, argtypes in _SIGNATURES.items():
             for suf in ("f32", "f64"):
@@ -413,7 +421,8 @@ def segments(segs: tuple) -> Tensor:
     rows = [(int(a), int(b), int(c), int(bool(d))) for a, b, c, d in segs]
     if any(a < 0 or b < 0 or c < 0 for a, b, c, _ in rows):
         raise ValueError(f"negative run in {segs}")
-    t = torch.tensor(rows, dtype=torch.int64).reshape(-1, 4)
+    with torch.inference_mode(False):  # cached: never an inference tensor
+        t = torch.tensor(rows, dtype=torch.int64).reshape(-1, 4)
     t._scrapl_ends = (max((a + c for a, _, c, _ in rows), default=0), max((b + c for _, b, c, _ in rows), default=0))
     return t
 
@@ -484,39 +493,87 @@ def _compile(cc: str, flags: list[str], target: Path) -> None:
             os.unlink(tmp)
 
 
+def _unsafe(path: Path, kind: str) -> str | None:
+    """Why ``path`` (``kind``: ``"dir"`` or ``"file"``) is no place to load code from,
+    or ``None`` when it is: it must be owned by this user and writable by nobody else
+    (else another user could plant a library whose constructor runs at load)."""
+    try:
+        st = os.stat(path) if kind == "dir" else os.lstat(path)
+    except OSError as exc:
+        return f"{path}: {exc.strerror or exc}"
+    if kind == "dir" and not stat.S_ISDIR(st.st_mode):
+        return f"{path} is not a directory"
+    if kind == "file" and not stat.S_ISREG(st.st_mode):
+        return f"{path} is not a regular file"
+    if st.st_uid != os.getuid():
+        return f"{path} is owned by uid {st.st_uid}, not by this user (uid {os.getuid()})"
+    if st.st_mode & 0o022:
+        return f"{path} is writable by group or others (mode {stat.S_IMODE(st.st_mode):o})"
+    if kind == "dir" and not os.access(path, os.W_OK | os.X_OK):
+        return f"{path} is not writable"
+    return None
+
+
+def _private_dir() -> tuple[Path, str | None]:
+    """A directory to keep the compiled kernels in that only this user can write, and
+    a note saying why the default one was refused (``None`` when it was used).
+
+    Tried in order: the cache directory (created ``0700``), the temporary directory's
+    ``scrapl-<uid>`` if it exists and is private, else a fresh ``tempfile.mkdtemp``
+    directory (``0700``, unpredictable name; removed at exit).  ``RuntimeError`` when
+    none can be had."""
+    refused = []
+    cache = _cache_dir()
+    try:
+        cache.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        refused.append(f"{cache}: {exc.strerror or exc}")
+    else:
+        why = _unsafe(cache, "dir")
+        if why is None:
+            return cache, None
+        refused.append(why)
+    shared = Path(tempfile.gettempdir()) / f"scrapl-{os.getuid()}"
+    if shared.exists() and _unsafe(shared, "dir") is None:
+        return shared, "refused " + "; ".join(refused) + f"; using {shared}"
+    if shared.exists():
+        refused.append(str(_unsafe(shared, "dir")))
+    try:
+        fresh = Path(tempfile.mkdtemp(prefix=f"scrapl-{os.getuid()}-"))
+    except OSError as exc:
+        raise RuntimeError("no private directory for the compiled kernels: " + "; ".join(refused)
+                           + f"; mkdtemp: {exc}") from exc
+    atexit.register(shutil.rmtree, fresh, True)
+    return fresh, "refused " + "; ".join(refused) + f"; using the private temporary directory {fresh}"
+
+
 def _build() -> Kernels:
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if not cc:
         raise RuntimeError("no C compiler found (set CC or install cc/gcc)")
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=60).stdout
     source = _SOURCE.read_bytes()
-    directory = None
-    for candidate in (_cache_dir(), Path(tempfile.gettempdir()) / f"scrapl-{os.getuid()}"):
-        try:
-            candidate.mkdir(parents=True, exist_ok=True)
-            if os.access(candidate, os.W_OK):
-                directory = candidate
-                break
-        except OSError:
-            continue
-    if directory is None:
-        raise RuntimeError(f"no writable cache directory for the compiled kernels (tried {_cache_dir()})")
+    directory, note = _private_dir()
     errors = []
     for flags in _FLAG_SETS:
         key = hashlib.sha256(b"\0".join([source, " ".join(flags).encode(), version.encode(),
                                          _cpu_signature().encode(), sys.platform.encode()])).hexdigest()[:16]
         target = directory / f"jtfs_kernels_{key}.so"
         try:
-            if not target.exists():
-                _compile(cc, flags, target)
+            if not target.exists() or _unsafe(target, "file") is not None:
+                _compile(cc, flags, target)  # replaces a file not ours (atomically)
         except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
             errors.append(str(exc))
             continue
+        why = _unsafe(target, "file")
+        if why is not None:
+            raise RuntimeError(f"refusing to load {why}")
         lib = ctypes.CDLL(str(target))
         if lib.scrapl_kernels_abi() != _ABI:
             raise RuntimeError(f"{target} has kernel ABI {lib.scrapl_kernels_abi()}, expected {_ABI}")
         k = Kernels(lib, target)
         k.flags = tuple(flags)
+        k.cache_note = note
         return k
     raise RuntimeError("; ".join(errors))
 
@@ -547,13 +604,15 @@ def status() -> dict[str, object]:
     """Whether the native kernels are in use: ``{"active": bool, "path": str | None,
     "reason": str | None, "fft": bool, "fft_reason": str | None, "openmp": bool}``
     (``reason`` says why the kernels are not active, ``fft_reason`` why the planned FFTs
-    are not; ``openmp``: built with OpenMP, i.e. multi-threaded)."""
+    are not; ``openmp``: built with OpenMP, i.e. multi-threaded; ``cache_note``: why the
+    cache directory was refused and where the kernels were built instead, or ``None``)."""
     k = get()
     if k is not None:
         return {"active": True, "path": str(k.path), "reason": None, "fft": k.has_fft, "fft_reason": k.fft_reason,
-                "openmp": "-fopenmp" in k.flags}
+                "openmp": "-fopenmp" in k.flags, "cache_note": k.cache_note}
     reason = "disabled (SCRAPL_NATIVE=0 or native.disabled())" if _disabled() else _state.get("reason")
-    return {"active": False, "path": None, "reason": reason, "fft": False, "fft_reason": reason, "openmp": False}
+    return {"active": False, "path": None, "reason": reason, "fft": False, "fft_reason": reason, "openmp": False,
+            "cache_note": None}
 
 
 @contextlib.contextmanager

@@ -18,6 +18,7 @@ from scrapl.interfaces import PathInfo, ScatteringTransform
 from scrapl.transforms.scattering1d import core
 from scrapl.transforms.scattering1d.config import Scattering1DConfig
 from scrapl.transforms.scattering1d.filters import build_filterbank
+from scrapl.transforms.scale import normalise, rescale
 
 __all__ = ["TimeScattering"]
 
@@ -193,8 +194,10 @@ class TimeScattering(ScatteringTransform):
         )
 
     # ------------------------------------------------------------------ helpers
-    def _prepare(self, x: Tensor) -> tuple[Tensor, tuple[int, ...]]:
-        """Validate ``x`` and flatten it to ``(B, N)``; returns it with the batch shape."""
+    def _prepare(self, x: Tensor) -> tuple[Tensor, tuple[int, ...], Tensor]:
+        """Validate ``x`` and flatten it to ``(B, N)``, divided by a power of two per
+        row (see :mod:`scrapl.transforms.scale`); returns it with the batch shape and
+        the ``(B,)`` scales to multiply the output by."""
         if not isinstance(x, Tensor):
             raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
         if x.dtype not in _FLOAT_DTYPES:
@@ -212,7 +215,8 @@ class TimeScattering(ScatteringTransform):
         if self._check_finite and not checks.inputs_checked():
             checks.require_finite(x)
         batch = tuple(x.shape[:-1])
-        return x.reshape(-1, self.n_samples), batch
+        x2, scale = normalise(x.reshape(-1, self.n_samples))
+        return x2, batch, scale
 
     def _filt(self, t: Tensor, dtype: torch.dtype) -> Tensor:
         return t if t.dtype == dtype else t.to(dtype)
@@ -253,7 +257,7 @@ class TimeScattering(ScatteringTransform):
             ``(*batch, 1, n_frames)`` (or ``n_frames_padded``), dtype of ``x``.
         """
         idx = self._index(i)
-        x2, batch = self._prepare(x)
+        x2, batch, scale = self._prepare(x)
         dt = x2.dtype
         plan = self._plans[idx]
         x_hat = self._spectrum(x2)
@@ -261,7 +265,7 @@ class TimeScattering(ScatteringTransform):
         u2 = core.wavelet_modulus(core.fft_real(u1), self._filt(self._psi2(plan.k1, plan.n2, plan.n2 + 1)[0], dt), plan.k2)
         s2 = core.lowpass(u2, self._filt(self._phi(plan.k1 + plan.k2), dt), plan.kT)
         s2 = self._crop(s2, crop_time)
-        return s2.reshape(*batch, 1, s2.shape[-1])
+        return rescale(s2, scale).reshape(*batch, 1, s2.shape[-1])
 
     def _orders(self, x2: Tensor, *, first: bool) -> tuple[Optional[Tensor], Optional[Tensor], Tensor]:
         """Uncropped ``(S0 (B, L), S1 (B, N1, L), S2 (B, P, L))``; S0/S1 only if ``first``."""
@@ -298,10 +302,10 @@ class TimeScattering(ScatteringTransform):
         Returns:
             ``(*batch, n_paths, 1, n_frames)``.
         """
-        x2, batch = self._prepare(x)
+        x2, batch, scale = self._prepare(x)
         _, _, s2 = self._orders(x2, first=False)
         s2 = self._crop(s2, crop_time)
-        return s2.reshape(*batch, self.n_paths, 1, s2.shape[-1])
+        return rescale(s2, scale).reshape(*batch, self.n_paths, 1, s2.shape[-1])
 
     def forward_full(self, x: Tensor, *, crop_time: bool = True) -> Tensor:
         """Kymatio's full ``Scattering1D`` output (``out_type='array'``): the zeroth
@@ -315,13 +319,13 @@ class TimeScattering(ScatteringTransform):
         Returns:
             ``(*batch, 1 + N1 + n_paths, n_frames)``.
         """
-        x2, batch = self._prepare(x)
+        x2, batch, scale = self._prepare(x)
         s0, s1, s2 = self._orders(x2, first=True)
         if s0 is None or s1 is None:  # cannot happen with first=True
             raise RuntimeError("first-order coefficients were not computed")
         out = torch.cat([s0[:, None, :], s1, s2], dim=1)
         out = self._crop(out, crop_time)
-        return out.reshape(*batch, out.shape[1], out.shape[-1])
+        return rescale(out, scale).reshape(*batch, out.shape[1], out.shape[-1])
 
     def meta(self) -> dict[str, Any]:
         """Channel descriptions of :meth:`forward_full`, like Kymatio's ``meta()``.
