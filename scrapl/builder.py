@@ -43,7 +43,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from scrapl.configs import LossConfig, PluginConfig, StrictModel
+from scrapl.configs import LossConfig, PluginConfig, SeedInt, StrictModel
 from scrapl.errors import BrokenPluginError, DuplicatePluginError, PluginError
 from scrapl.interfaces import PLUGIN_KINDS, PathSampler, ScatteringTransform
 from scrapl.registry import Registry, get_registry
@@ -152,7 +152,7 @@ class ScraplConfig(StrictModel):
     sampler: SerializeAsAny[PluginConfig] = Field(default_factory=lambda: {"name": "uniform"})  # type: ignore[assignment]
     optimizer: SerializeAsAny[PluginConfig] = Field(default_factory=lambda: {"name": "p_adam_saga"})  # type: ignore[assignment]
     loss: LossConfig = Field(default_factory=LossConfig)
-    seed: int = Field(default=0, ge=0, le=2**63 - 1)
+    seed: SeedInt = 0
 
     @field_validator("transform", "sampler", "optimizer", mode="before")
     @classmethod
@@ -213,17 +213,9 @@ def _read_config_file(path: Path) -> Any:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"cannot read config file {str(path)!r}: {exc}") from exc
-    if fmt == "json":
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"config file {str(path)!r} is not valid JSON: {exc}") from exc
-    import yaml
+    from scrapl.config_text import parse_config_text
 
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ValueError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
+    return parse_config_text(text, fmt, str(path))
 
 
 def read_mapping_file(path: str | Path) -> dict[str, Any]:
@@ -325,7 +317,7 @@ def config_json_schema(registry: Registry | None = None) -> dict[str, Any]:
         else:
             fields[kind] = (annotation, Field(description=description))
     fields["loss"] = (LossConfig, Field(default_factory=LossConfig, description="Loss settings"))
-    fields["seed"] = (int, Field(default=0, ge=0, le=2**63 - 1, description="Seed of every random choice"))
+    fields["seed"] = (SeedInt, Field(default=0, description="Seed of every random choice"))
     schema_model = create_model("ScraplConfig", __base__=StrictModel, __doc__=ScraplConfig.__doc__, **fields)
     return schema_model.model_json_schema()
 

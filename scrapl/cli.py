@@ -349,6 +349,7 @@ def _cmd_warmup(args: argparse.Namespace) -> int:
         path_range=args.paths,
         progress=not args.no_progress,
         log=_log(args.quiet),
+        overwrite=args.overwrite,
     )
     del cfg
     print(json.dumps(summary, indent=2))
@@ -554,7 +555,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Estimate per-path curvatures for the demo's encoder and synth (task named by the "
             "config's 'demo:' section; default chirplet) and write theta-IS probabilities. "
             "Shard with --shard I/N or --paths A:B across processes; under torchrun the rank and "
-            "world size are used. Finished paths in --out are skipped (resumable)."
+            "world size are used. Finished paths in --out are skipped (resumable) when --out's warmup.json "
+            "records the same settings; otherwise the run stops, naming what differs (--overwrite starts again)."
         ),
     )
     w.add_argument("config", help="scrapl config file (YAML/JSON), optionally with a 'demo:' section")
@@ -565,6 +567,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--batch-size", type=_positive_int, help="signals per warmup batch")
     w.add_argument("--n-batches", type=_positive_int, help="warmup batches")
     w.add_argument("--seed", type=_nonneg_int, help="seed of the encoder weights")
+    w.add_argument("--overwrite", action="store_true",
+                   help="delete the results in --out first (needed when they were computed with other settings)")
     w.add_argument("--no-progress", action="store_true", help="hide progress bars")
     w.add_argument("--quiet", action="store_true", help="no log lines on stderr")
     w.set_defaults(func=_cmd_warmup)
@@ -595,8 +599,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: Errors of the user's input (arguments, config and data files, folders): exit 2.
+_USAGE_ERRORS = (CliError, ValueError, TypeError, LookupError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 2 usage/config error)."""
+    """Run the command line; returns the exit status: 0 ok, 2 a usage, config or input
+    file error, 1 a runtime failure (a full disk, a read-only folder, an internal
+    error), 130 interrupted.  Every error is one line on stderr, never a traceback."""
+    from scrapl.errors import ScraplError
+
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -604,9 +616,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help(sys.stderr)
             return 2
         return int(args.func(args) or 0)
-    except CliError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
@@ -616,6 +625,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError:
             pass
         return 0
+    except (*_USAGE_ERRORS, ScraplError) as exc:
+        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    except RecursionError:
+        print(f"{PROG}: error: input nested too deeply", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, exit 1
+        print(f"{PROG}: error: internal error: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

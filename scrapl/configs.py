@@ -7,9 +7,13 @@ typo is an error that names the field.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator
+
+#: A seed field: a genuine ``int`` (no ``"12"``, ``3.0`` or ``true`` coerced, like
+#: every other integer field) in ``[0, 2**63 - 1]`` (what ``torch.Generator`` takes).
+SeedInt = Annotated[int, Strict(), Field(ge=0, le=2**63 - 1)]
 
 
 class StrictModel(BaseModel):

@@ -645,7 +645,7 @@ def test_warmup_sets_probs_and_files_round_trip(tmp_path: Any) -> None:
     assert not torch.allclose(probs, torch.full((4,), 0.25, dtype=torch.float64))
     assert math.isclose(float(probs.sum()), 1.0, abs_tol=1e-9)
     assert sorted(p.name for p in (tmp_path / "w").iterdir()) == ["probs.pt", "vals_0.pt", "vals_1.pt",
-                                                                  "vals_2.pt", "vals_3.pt"]
+                                                                  "vals_2.pt", "vals_3.pt", "warmup.json"]
     assert loss.path_counts == {1: 1}  # the warmup's distance has no side effects
     torch.testing.assert_close(torch.load(tmp_path / "w" / "probs.pt", weights_only=True), probs)
 

@@ -277,7 +277,7 @@ def _run_and_check(ns: dict[str, Any], tmp_path: Any, capsys: pytest.CaptureFixt
     warm = ns["scrapl_loss"]
     assert warm.n_paths == 7 and warm.n_theta == 3
     files = sorted(p.name for p in (tmp_path / "scrapl_warmup").iterdir())
-    assert files == ["probs.pt"] + [f"vals_{i}.pt" for i in range(7)]
+    assert files == ["probs.pt"] + [f"vals_{i}.pt" for i in range(7)] + ["warmup.json"]
     saved = torch.load(tmp_path / "scrapl_warmup" / "probs.pt", weights_only=True)
     torch.testing.assert_close(warm.probs, saved)  # load_probs_from_warmup_dir gave the same probs
     assert float(warm.probs.min()) == pytest.approx(lo, abs=1e-6)

@@ -89,7 +89,7 @@ def test_resume_after_interruption_computes_only_missing_paths(problem, full, tm
     first = CountingDist(fail_at=3)
     with pytest.raises(KeyboardInterrupt):
         _run(problem, first, save_dir=tmp_path)
-    assert sorted(f for f in os.listdir(tmp_path)) == ["vals_0.pt", "vals_1.pt", "vals_2.pt"]  # nothing partial
+    assert sorted(f for f in os.listdir(tmp_path)) == ["vals_0.pt", "vals_1.pt", "vals_2.pt", "warmup.json"]  # nothing partial
     second = CountingDist()
     out = _run(problem, second, save_dir=tmp_path)
     assert set(second.calls) == {3, 4}  # paths 0-2 were loaded, not recomputed
@@ -152,6 +152,7 @@ def test_sampler_warmup_updates_probs(problem, full):
 
 
 def test_corrupt_file_on_resume_is_a_clear_error(problem, tmp_path):
+    _run(problem, save_dir=tmp_path, paths=[0])  # the folder's warmup.json
     (tmp_path / "vals_2.pt").write_bytes(b"garbage")
     with pytest.raises(InvalidWarmupFileError, match="vals_2.pt"):
         _run(problem, save_dir=tmp_path)
@@ -241,3 +242,63 @@ def test_arnoldi_method_through_run_warmup(problem, full):
     b = _run(problem, method="arnoldi", n_iter=60, tol=None, paths=[0, 1])
     assert torch.isfinite(a[:2]).all()
     assert torch.allclose(a[:2], b[:2], rtol=1e-3)  # 20 Krylov vectors already converged
+
+
+# ---------------------------------------------------------------- settings recorded
+def test_resume_only_with_the_same_settings(problem, full, tmp_path):
+    """Another n_iter, data, encoder weights, seed or caller setting: refused before
+    any work, naming what differs; overwrite=True recomputes."""
+    _run(problem, save_dir=tmp_path, paths=[0, 1], settings={"transform": {"J": 6}})
+    calls = CountingDist()
+    with pytest.raises(WarmupError, match="n_iter: folder 20, now 5"):
+        _run(problem, calls, save_dir=tmp_path, n_iter=5, settings={"transform": {"J": 6}})
+    with pytest.raises(WarmupError, match=r"transform\.J: folder 6, now 7"):
+        _run(problem, calls, save_dir=tmp_path, settings={"transform": {"J": 7}})
+    other_data = dict(problem, theta_fn_kwargs=[{"x": k["x"][:2]} for k in problem["theta_fn_kwargs"]])
+    with pytest.raises(WarmupError, match="warmup signals"):
+        _run(other_data, calls, save_dir=tmp_path, settings={"transform": {"J": 6}})
+    with pytest.raises(WarmupError, match="start-vector seed"):
+        _run(problem, calls, save_dir=tmp_path, settings={"transform": {"J": 6}},
+             generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        problem["params"][0].add_(1.0)
+    try:
+        with pytest.raises(WarmupError, match="encoder weights"):
+            _run(problem, calls, save_dir=tmp_path, settings={"transform": {"J": 6}})
+    finally:
+        with torch.no_grad():
+            problem["params"][0].sub_(1.0)
+    assert not calls.calls  # nothing computed by a refused run
+    stats: dict = {}
+    out = _run(problem, calls, save_dir=tmp_path, n_iter=5, overwrite=True, stats=stats)
+    assert stats["computed"] == list(range(P)) and stats["resumed"] == []
+    assert torch.isfinite(out).all()
+    stats = {}
+    _run(problem, save_dir=tmp_path, n_iter=5, stats=stats)  # same settings: resumes everything
+    assert stats == {"computed": [], "resumed": list(range(P))}
+
+
+def test_results_without_a_manifest_and_stray_files_are_refused_by_name(problem, tmp_path):
+    torch.save(torch.ones(1, U), tmp_path / "vals_0.pt")
+    with pytest.raises(WarmupError, match="no warmup.json"):
+        _run(problem, save_dir=tmp_path)
+    (tmp_path / "vals_0.pt").unlink()
+    _run(problem, save_dir=tmp_path, paths=[0])
+    (tmp_path / "vals_old.pt").write_bytes(b"")
+    (tmp_path / "vals_99.pt").write_bytes(b"")
+    calls = CountingDist()
+    with pytest.raises(WarmupError, match=r"vals_99\.pt, vals_old\.pt"):
+        _run(problem, calls, save_dir=tmp_path, overwrite=True)
+    assert not calls.calls and (tmp_path / "vals_0.pt").exists()  # nothing computed, nothing deleted
+
+
+def test_a_stale_probs_file_never_survives_a_run_that_computes(problem, tmp_path):
+    _run(problem, save_dir=tmp_path, paths=[0])
+    stale = torch.full((P,), 1.0 / P, dtype=torch.float64)
+    torch.save(stale, tmp_path / "probs.pt")
+    first = CountingDist(fail_at=3)
+    with pytest.raises(KeyboardInterrupt):
+        _run(problem, first, save_dir=tmp_path)
+    assert not (tmp_path / "probs.pt").exists()  # deleted before the work, not left stale
+    _run(problem, save_dir=tmp_path)
+    assert not torch.equal(torch.load(tmp_path / "probs.pt", weights_only=True), stale)

@@ -66,6 +66,6 @@ def test_distributed_warmup_two_ranks(tmp_path):
     torch.testing.assert_close(r0["vals"], single, rtol=1e-5, atol=0)
     torch.testing.assert_close(r1["vals"], single, rtol=1e-5, atol=0)
     files = sorted(os.listdir(tmp_path / "warmup"))
-    assert files == ["probs.pt"] + [f"vals_{p}.pt" for p in range(P)]
+    assert files == ["probs.pt"] + [f"vals_{p}.pt" for p in range(P)] + ["warmup.json"]
     torch.testing.assert_close(torch.load(tmp_path / "warmup" / "probs.pt", weights_only=True),
                                probs_from_curvatures(single), rtol=1e-5, atol=0)

@@ -25,7 +25,7 @@ from typing import Any, Literal, Mapping
 
 from pydantic import Field, field_validator
 
-from scrapl.configs import StrictModel
+from scrapl.configs import SeedInt, StrictModel
 
 __all__ = [
     "SynthSettings",
@@ -90,7 +90,7 @@ class WarmupSettings(StrictModel):
     n_batches: int = Field(default=1, ge=1)
     batch_size: int = Field(default=8, ge=1)
     n_iter: int = Field(default=20, ge=1)
-    seed: int = 1234
+    seed: SeedInt = 1234
 
 
 class DemoSettings(StrictModel):
@@ -118,7 +118,7 @@ class DemoSettings(StrictModel):
     """
 
     task: Literal["chirplet"] = "chirplet"
-    seed: int = 0
+    seed: SeedInt = 0
     steps: int = Field(default=300, ge=1)
     batch_size: int = Field(default=8, ge=1)
     scrapl_lr: float | None = Field(default=None, gt=0)
@@ -127,7 +127,7 @@ class DemoSettings(StrictModel):
     supervised_lr: float = Field(default=1e-3, gt=0)
     n_val: int = Field(default=128, ge=1)
     val_every: int = Field(default=25, ge=1)
-    val_seed: int = 987654
+    val_seed: SeedInt = 987654
     methods: tuple[Literal["scrapl", "scrapl_uniform", "full_jtfs", "mss", "supervised"], ...] = (
         "scrapl", "full_jtfs", "mss", "supervised")
     synth: SynthSettings = SynthSettings()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -92,11 +93,17 @@ def run_demo_warmup(
     shard: tuple[int, int] | None = None,
     resume: bool = True,
     progress: bool = True,
+    overwrite: bool = False,
+    identity: Mapping[str, Any] | None = None,
+    stats: dict[str, Any] | None = None,
 ) -> Tensor:
     """Run the theta-IS warmup of ``built`` (a :func:`scrapl.build` result with a
     ``theta_is`` sampler) for the demo's encoder and synth.
 
-    The sampler's probabilities are updated with the curvatures found.
+    The sampler's probabilities are updated with the curvatures found.  ``identity``
+    (what else the results depend on: the config, the task settings; recorded in the
+    folder's ``warmup.json``), ``overwrite`` and ``stats``: see
+    :func:`scrapl.samplers.run_warmup` (``settings``, ``overwrite``, ``stats``).
 
     Returns:
         ``(P, U)`` curvatures (NaN rows for paths outside ``paths``/``shard``).
@@ -138,6 +145,9 @@ def run_demo_warmup(
         resume=resume,
         progress=progress,
         generator=torch.Generator().manual_seed(settings.warmup.seed + 1),
+        overwrite=overwrite,
+        settings=identity,
+        stats=stats,
     )
 
 
@@ -156,6 +166,22 @@ def _maybe_init_distributed(log: Callable[[str], None]) -> bool:
     return False
 
 
+def warmup_identity(cfg: Mapping[str, Any], settings: DemoSettings) -> dict[str, Any]:
+    """What a demo warmup's results depend on besides the warmup arguments: the
+    transform and loss config, the sampler's ``n_theta``/``agg``, the task, seed,
+    synth and encoder settings, the warmup data settings (recorded in
+    ``warmup.json``; the optimizer and ``min_prob_frac`` do not change the curvatures)."""
+    sampler = cfg.get("sampler") or {}
+    sampler = sampler if isinstance(sampler, Mapping) else {"name": sampler}
+    s = settings.model_dump(mode="json")
+    return {
+        "transform": cfg.get("transform"),
+        "loss": cfg.get("loss"),
+        "sampler": {k: sampler.get(k) for k in ("n_theta", "agg")},
+        "demo": {k: s.get(k) for k in ("task", "seed", "synth", "encoder", "warmup")},
+    }
+
+
 def run_warmup_cli(
     scrapl_cfg: Mapping[str, Any],
     settings: DemoSettings,
@@ -165,9 +191,11 @@ def run_warmup_cli(
     path_range: tuple[int | None, int | None] | None = None,
     progress: bool = True,
     log: Callable[[str], None] = lambda s: None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """What ``scrapl warmup`` does: build, warm up (a share of) the paths, write the
-    files, return a JSON-able summary."""
+    files, return a JSON-able summary (``paths_in_this_run``: computed by this run;
+    ``paths_resumed``: read from the folder)."""
     import scrapl
     from scrapl.samplers import merge_warmup_dir
 
@@ -194,8 +222,10 @@ def run_warmup_cli(
             raise ValueError("--shard cannot be combined with torchrun (each rank already takes a share)")
         out_dir.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
+        stats: dict[str, Any] = {}
         vals = run_demo_warmup(
-            built, encoder, synth, settings, save_dir=out_dir, paths=paths, shard=shard, progress=progress
+            built, encoder, synth, settings, save_dir=out_dir, paths=paths, shard=shard, progress=progress,
+            overwrite=overwrite, identity=warmup_identity(cfg, settings), stats=stats,
         )
         secs = time.perf_counter() - t0
         if started_dist:  # every rank done before the process group is torn down below
@@ -205,8 +235,8 @@ def run_warmup_cli(
             import torch.distributed as dist
 
             dist.destroy_process_group()
-    done_here = int(torch.isfinite(vals).all(dim=1).sum())
-    present = sorted(int(f[5:-3]) for f in os.listdir(out_dir) if f.startswith("vals_") and f.endswith(".pt"))
+    done_here = len(stats.get("computed", ()))
+    present = sorted(int(f[5:-3]) for f in os.listdir(out_dir) if re.fullmatch(r"vals_\d+\.pt", f))
     complete = len(present) == n_paths
     probs_path = None
     if complete:
@@ -216,6 +246,7 @@ def run_warmup_cli(
         "out": str(out_dir),
         "n_paths": n_paths,
         "paths_in_this_run": done_here,
+        "paths_resumed": len(stats.get("resumed", ())),
         "paths_done_in_dir": len(present),
         "complete": complete,
         "probs": probs_path,
@@ -229,22 +260,26 @@ def run_warmup_cli(
 def load_probs(path: str | os.PathLike, n_paths: int) -> Tensor:
     """Probabilities from a ``.pt`` file or a warmup directory.
 
-    A directory is read from its ``probs.pt`` if present, else from its
-    ``vals_{p}.pt`` files (missing paths keep the uniform probability).
+    A directory is read from its ``vals_{p}.pt`` files (missing paths keep the
+    uniform probability), never from its ``probs.pt`` (the rule of
+    :mod:`scrapl.samplers.warmup`); ``n_theta`` is taken from the first file.
 
     Returns:
         float64 ``(n_paths,)``.
     """
     from scrapl.samplers import load_probs_file, load_warmup_dir, probs_from_curvatures
 
+    from scrapl.samplers.theta_is import _load_tensor
+
     p = Path(path)
     if p.is_dir():
-        if (p / "probs.pt").is_file():
-            return load_probs_file(p / "probs.pt", n_paths)
-        files = sorted(f for f in os.listdir(p) if f.startswith("vals_") and f.endswith(".pt"))
+        files = sorted(f for f in os.listdir(p) if re.fullmatch(r"vals_\d+\.pt", f))
         if not files:
-            raise ValueError(f"warmup folder {str(path)!r} holds neither probs.pt nor vals_<path>.pt files")
-        first = torch.load(p / files[0], map_location="cpu", weights_only=True)
+            raise ValueError(f"warmup folder {str(path)!r} holds no vals_<path>.pt files")
+        first = _load_tensor(str(p / files[0]), "warmup file")
+        if first.ndim != 2:
+            raise ValueError(f"warmup file {str(p / files[0])!r} holds a tensor of shape {tuple(first.shape)}, "
+                             "expected (n_groups, n_theta)")
         n_theta = int(first.shape[-1])
         import warnings
 

@@ -150,6 +150,8 @@ class ProbabilitySampler(PathSampler):
         if seed is not None:
             if isinstance(seed, bool) or not isinstance(seed, int):
                 raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
+            if not -(2**63) <= seed < 2**64:
+                raise ValueError(f"seed must be in [-2**63, 2**64 - 1] (torch.Generator's range), got {seed}")
             self.generator.manual_seed(seed)
         if self.sample_all_paths_first and self.unsampled_paths:
             i = int(torch.randint(0, len(self.unsampled_paths), (1,), generator=self.generator).item())

@@ -18,23 +18,51 @@ atomically (temporary file + ``os.replace``), as ``vals_{p}.pt`` of shape
 Random start vectors come from a per-path generator seeded from ``generator`` (one
 draw, broadcast from rank 0 in distributed runs): results do not depend on how the
 paths were split.
+
+**What a folder's results depend on** is recorded in its ``warmup.json``
+(:func:`warmup_manifest`): package version, ``n_paths``, ``n_theta``, ``n_iter``,
+``tol``, ``agg``, ``loss_hessian``, ``method``, the start-vector seed, fingerprints
+(SHA-256) of the warmup signals and synth arguments and of the encoder weights, and
+the caller's ``settings`` (the CLI records the transform/loss config and the demo
+task).  A run resumes only when everything matches; otherwise, before any work,
+:class:`~scrapl.errors.WarmupError` names what differs (``overwrite=True`` / ``scrapl
+warmup --overwrite`` deletes the folder's results and starts again).  A folder with
+results but no ``warmup.json`` (unknown settings) and any file the warmup did not
+write (e.g. ``vals_old.pt``) are refused the same way, by name.
+
+**probs.pt rule** (the same for the Python API and the CLI): a warmup folder is
+always *read* from its ``vals_{p}.pt`` files (:func:`load_warmup_dir`), never from its
+``probs.pt``; ``probs.pt`` is a convenience copy for ``probs_path`` users, deleted
+before a run computes anything and written again when the folder is complete.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
+import re
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 from torch import Tensor
 
+from scrapl.errors import WarmupError
 from scrapl.samplers.curvature import CurvatureEstimator, DistFn, EigenMethod, LossHessianMode, check_is_deterministic
 from scrapl import checks
 from scrapl.samplers.files import atomic_save, load_vals_file, load_warmup_dir, probs_file, save_probs_file, vals_file
 from scrapl.samplers.probs import Agg, aggregate_vals, check_agg, check_eps, check_min_prob_frac, probs_from_curvatures
 
-__all__ = ["run_warmup", "merge_warmup_dir", "shard_paths", "DEFAULT_SEED"]
+__all__ = ["run_warmup", "merge_warmup_dir", "shard_paths", "warmup_manifest", "DEFAULT_SEED", "MANIFEST"]
+
+MANIFEST = "warmup.json"
+"""Name of the file recording what a warmup folder's results depend on."""
+
+#: Files a warmup writes into its folder (temporary ``.part`` files of an atomic
+#: save that was killed included); anything else is a stray file.
+_OWN_RE = re.compile(r"^(vals_\d+\.pt|probs\.pt|warmup\.json|\.tmp_.*\.part)$")
+_VALS_NAME_RE = re.compile(r"^vals_(\d+)\.pt$")
 
 DEFAULT_SEED = 0x5C4A_B1
 """Seed of the power-iteration start vectors when no generator is given."""
@@ -94,6 +122,142 @@ def _comm_device() -> torch.device:
     return torch.device("cpu")
 
 
+def _fingerprint(obj: Any) -> str:
+    """SHA-256 (16 hex digits) of the tensors (dtype, shape, bytes) and other values
+    (``repr``) of a nested structure of dicts and sequences."""
+    h = hashlib.sha256()
+
+    def feed(o: Any) -> None:
+        if isinstance(o, Tensor):
+            t = o.detach().cpu().contiguous().reshape(-1)
+            h.update(f"T{o.dtype}{tuple(o.shape)}".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes())
+        elif isinstance(o, Mapping):
+            h.update(b"{")
+            for k in sorted(o, key=str):
+                h.update(str(k).encode())
+                feed(o[k])
+            h.update(b"}")
+        elif isinstance(o, (list, tuple)):
+            h.update(b"[")
+            for v in o:
+                feed(v)
+            h.update(b"]")
+        else:
+            h.update(repr(o).encode())
+
+    feed(obj)
+    return h.hexdigest()[:16]
+
+
+def _jsonable(obj: Any, name: str) -> Any:
+    try:
+        return json.loads(json.dumps(obj, sort_keys=True))
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be JSON-serialisable (dicts, lists, str, numbers, bool, None): {exc}") from None
+
+
+def warmup_manifest(
+    *,
+    n_paths: int,
+    n_theta: int,
+    n_iter: int,
+    tol: Optional[float],
+    agg: str,
+    loss_hessian: str,
+    method: str,
+    seed: int,
+    theta_fn_kwargs: Sequence[Mapping[str, Any]],
+    synth_fn_kwargs: Optional[Sequence[Optional[Mapping[str, Any]]]],
+    params: Sequence[Tensor],
+    settings: Optional[Mapping[str, Any]] = None,
+) -> dict[str, Any]:
+    """What a warmup's results depend on (written as ``warmup.json``; see the module
+    docs).  ``settings``: anything else the caller knows they depend on (JSON-able)."""
+    import scrapl
+
+    return {
+        "scrapl_version": scrapl.__version__,
+        "n_paths": n_paths,
+        "n_theta": n_theta,
+        "n_iter": n_iter,
+        "tol": tol,
+        "agg": agg,
+        "loss_hessian": loss_hessian,
+        "method": method,
+        "seed": seed,
+        "signals": _fingerprint([dict(k) for k in theta_fn_kwargs]),
+        "synth_args": _fingerprint([dict(k or {}) for k in synth_fn_kwargs] if synth_fn_kwargs is not None else None),
+        "encoder_weights": _fingerprint(list(params)),
+        "settings": _jsonable(dict(settings) if settings is not None else {}, "settings"),
+    }
+
+
+_WHAT = {
+    "signals": "the warmup signals (theta_fn_kwargs: other data seed, batch size, number of batches or length?)",
+    "synth_args": "the synth arguments (synth_fn_kwargs)",
+    "encoder_weights": "the encoder weights (other seed or architecture?)",
+    "seed": "the start-vector seed (generator)",
+}
+
+
+def _differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k, "<absent>"), new.get(k, "<absent>")
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out += _differences(a, b, f"{prefix}{k}.")
+        elif a != b:
+            what = _WHAT.get(f"{prefix}{k}")
+            out.append(f"{what} differ" if what else f"{prefix}{k}: folder {a!r}, now {b!r}")
+    return out
+
+
+def _prepare_folder(save_dir: str, manifest: dict[str, Any], n_paths: int, overwrite: bool) -> None:
+    """Check (before any work) that ``save_dir``'s results were computed with
+    ``manifest``'s settings and that it holds no stray file; write the manifest.
+    With ``overwrite``, delete the folder's results first.  ``WarmupError`` naming
+    what is wrong otherwise."""
+    names = sorted(os.listdir(save_dir))
+    stray = [f for f in names if not _OWN_RE.match(f)
+             or ((m := _VALS_NAME_RE.match(f)) is not None and int(m.group(1)) >= n_paths)]
+    if stray:
+        raise WarmupError(
+            f"warmup folder {save_dir!r} holds file(s) the warmup did not write or for paths >= n_paths={n_paths}: "
+            f"{', '.join(stray[:10])}{' ...' if len(stray) > 10 else ''} (move them away or choose another folder)")
+    path = os.path.join(save_dir, MANIFEST)
+    vals = [f for f in names if _VALS_NAME_RE.match(f)]
+    if overwrite:
+        for f in names:
+            os.unlink(os.path.join(save_dir, f))
+    elif os.path.exists(path):
+        try:
+            with open(path, encoding="utf-8") as fh:
+                old = json.load(fh)
+            if not isinstance(old, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as exc:
+            raise WarmupError(f"cannot read {path!r} ({exc}); pass overwrite=True (scrapl warmup --overwrite) "
+                              "to start again") from None
+        diff = _differences(old, manifest)
+        if diff:
+            raise WarmupError(
+                f"warmup folder {save_dir!r} holds results computed with other settings: {'; '.join(diff[:6])}"
+                f"{' ...' if len(diff) > 6 else ''}; pass overwrite=True (scrapl warmup --overwrite) to recompute, "
+                "or choose another folder")
+        return
+    elif vals:
+        raise WarmupError(
+            f"warmup folder {save_dir!r} holds {len(vals)} vals file(s) but no {MANIFEST} (settings unknown: "
+            "another version or program wrote them); pass overwrite=True (scrapl warmup --overwrite) to recompute, "
+            "or choose another folder")
+    data = (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
+    tmp = f"{path}.{os.getpid()}.part"
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+
+
 def run_warmup(
     dist_fn: DistFn,
     n_paths: int,
@@ -120,6 +284,9 @@ def run_warmup(
     vectorize: bool = True,
     method: EigenMethod = "power",
     check_determinism: bool = True,
+    overwrite: bool = False,
+    settings: Optional[Mapping[str, Any]] = None,
+    stats: Optional[dict[str, Any]] = None,
 ) -> Tensor:
     """Curvatures ``C[p, u]`` of the theta-IS warmup.
 
@@ -140,7 +307,14 @@ def run_warmup(
         agg: ``"none"`` (all params together, reference default) or ``"mean"`` /
             ``"max"`` / ``"med"``: one curvature per parameter tensor, reduced.
         resume: reuse existing ``vals_{p}.pt`` files of ``save_dir`` (otherwise they
-            are recomputed and overwritten).
+            are recomputed and overwritten); only if the folder's ``warmup.json``
+            matches this run (see the module docs).
+        overwrite: delete ``save_dir``'s results (and ``warmup.json``) first, whatever
+            settings they were computed with.
+        settings: what else the results depend on (JSON-able, e.g. the transform
+            config), recorded in ``warmup.json`` and compared on resume.
+        stats: if a dict, filled with ``"computed"`` and ``"resumed"``: the paths this
+            call computed and those it read from ``save_dir``.
         progress: show a tqdm progress bar (rank 0 only).
         shard: ``(index, count)``: this process takes share ``index`` of ``count``.
         distributed: split over the ranks of the initialised ``torch.distributed``
@@ -161,6 +335,8 @@ def run_warmup(
         ValueError / TypeError: invalid arguments (named in the message).
         FileNotFoundError / InvalidWarmupFileError: with ``resume``, an existing file
             that cannot be read or has a wrong shape.
+        WarmupError: ``save_dir`` holds results of other settings, results without a
+            ``warmup.json``, or stray files (before any work).
     """
     if not callable(dist_fn):
         raise TypeError("dist_fn must be callable: dist_fn(x, x_hat, path_idx) -> scalar tensor")
@@ -196,9 +372,35 @@ def run_warmup(
         seed_t = torch.tensor([base_seed], dtype=torch.int64, device=_comm_device())
         dist.broadcast(seed_t, src=0)
         base_seed = int(seed_t.item())
+    if not isinstance(overwrite, bool):
+        raise TypeError(f"overwrite must be a bool, got {type(overwrite).__name__}")
+    if stats is not None and not isinstance(stats, dict):
+        raise TypeError(f"stats must be a dict or None, got {type(stats).__name__}")
     if save_dir is not None:
         save_dir = os.fspath(save_dir)
+        if os.path.exists(save_dir) and not os.path.isdir(save_dir):
+            raise NotADirectoryError(f"save_dir {save_dir!r} exists and is not a directory")
         os.makedirs(save_dir, exist_ok=True)
+        manifest = warmup_manifest(n_paths=n_paths, n_theta=n_theta, n_iter=n_iter, tol=tol, agg=agg,
+                                   loss_hessian=loss_hessian, method=method, seed=base_seed,
+                                   theta_fn_kwargs=theta_fn_kwargs, synth_fn_kwargs=synth_fn_kwargs, params=params,
+                                   settings=settings)
+        if use_dist:  # rank 0 checks (and may delete); the others learn the outcome
+            dist = _dist_module()
+            err = ""
+            if rank == 0:
+                try:
+                    _prepare_folder(save_dir, manifest, n_paths, overwrite)
+                except WarmupError as exc:
+                    err = str(exc)
+            flag = torch.tensor([1 if err else 0], dtype=torch.int64, device=_comm_device())
+            dist.broadcast(flag, src=0)
+            if err:
+                raise WarmupError(err)
+            if int(flag.item()):
+                raise WarmupError(f"rank 0 refused the warmup folder {save_dir!r} (see its error)")
+        else:
+            _prepare_folder(save_dir, manifest, n_paths, overwrite)
 
     out = torch.full((n_paths, n_theta), math.nan, dtype=torch.float64)
     to_compute = []
@@ -209,6 +411,10 @@ def run_warmup(
         else:
             to_compute.append(p)
 
+    if stats is not None:
+        stats["computed"], stats["resumed"] = [], [p for p in mine if p not in set(to_compute)]
+    if to_compute and save_dir is not None and rank == 0 and os.path.exists(probs_file(save_dir)):
+        os.unlink(probs_file(save_dir))  # about to change: written again once complete
     if to_compute:
         est = CurvatureEstimator(
             theta_fn,
@@ -238,6 +444,8 @@ def run_warmup(
                 if save_dir is not None:
                     atomic_save(vals, vals_file(save_dir, p))
                 out[p] = aggregate_vals(vals, agg)
+                if stats is not None:
+                    stats["computed"].append(p)
                 if bar is not None:
                     bar.update(1)
         finally:
