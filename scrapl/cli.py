@@ -628,7 +628,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (*_USAGE_ERRORS, ScraplError) as exc:
         print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    except OSError as exc:
+    except (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError) as exc:
+        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)  # a wrong path given
+        return 2
+    except OSError as exc:  # the file system failed: full, read-only, permissions
         print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
         return 1
     except RecursionError:

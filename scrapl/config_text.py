@@ -59,18 +59,21 @@ def _depth_check(text: str, source: str) -> None:
 def _yaml_loader():
     import yaml
 
+    class Refused(yaml.YAMLError):
+        """Valid YAML that a config file may not use."""
+
     class StrictLoader(yaml.SafeLoader):
         """SafeLoader refusing aliases, duplicate keys and deep nesting."""
 
         def compose_node(self, parent: Any, index: Any) -> Any:  # noqa: D102
             if self.check_event(yaml.AliasEvent):
                 event = self.peek_event()
-                raise yaml.YAMLError(f"YAML aliases (*{event.anchor}) are not allowed in config files "
+                raise Refused(f"YAML aliases (*{event.anchor}) are not allowed in config files "
                                      f"(line {event.start_mark.line + 1}); write the values out")
             self._depth = getattr(self, "_depth", 0) + 1
             try:
                 if self._depth > MAX_DEPTH:
-                    raise yaml.YAMLError(f"nested more than {MAX_DEPTH} levels deep")
+                    raise Refused(f"nested more than {MAX_DEPTH} levels deep")
                 return super().compose_node(parent, index)
             finally:
                 self._depth -= 1
@@ -84,13 +87,14 @@ def _yaml_loader():
                 except TypeError:
                     dup = False
                 if dup:
-                    raise yaml.YAMLError(f"duplicate key {key!r} (line {key_node.start_mark.line + 1})")
+                    raise Refused(f"duplicate key {key!r} (line {key_node.start_mark.line + 1})")
                 try:
                     seen.add(key)
                 except TypeError:
                     pass
             return super().construct_mapping(node, deep=deep)
 
+    StrictLoader.Refused = Refused
     return StrictLoader
 
 
@@ -109,10 +113,13 @@ def parse_config_text(text: str, fmt: str, source: str) -> Any:
         raise ValueError(f"unknown config format {fmt!r} (json or yaml)")
     import yaml
 
+    loader = _yaml_loader()
     try:
-        return yaml.load(text, Loader=_yaml_loader())  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=loader)  # noqa: S506 - a SafeLoader subclass
+    except loader.Refused as exc:
+        raise ValueError(f"config file {source!r}: {exc}") from None
     except yaml.YAMLError as exc:
         lines = str(exc).strip().splitlines()
-        raise ValueError(f"config file {source!r} is not a valid config: {' '.join(s.strip() for s in lines)}") from None
+        raise ValueError(f"config file {source!r} is not valid YAML: {' '.join(s.strip() for s in lines)}") from None
     except RecursionError:
         raise ValueError(f"config file {source!r} is nested too deeply") from None
