@@ -34,7 +34,7 @@ def _names() -> list[str]:
     """The file names the build looks for (one per flag set)."""
     version = subprocess.run([CC, "--version"], capture_output=True, text=True).stdout
     src = native._SOURCE.read_bytes()
-    return [f"jtfs_kernels_"
+    return ["jtfs_kernels_"
             + hashlib.sha256(b"\0".join([src, " ".join(f).encode(), version.encode(),
                                          native._cpu_signature().encode(), sys.platform.encode()])).hexdigest()[:16]
             + ".so" for f in native._FLAG_SETS]

@@ -223,7 +223,7 @@ def run_warmup_cli(
         out_dir.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         stats: dict[str, Any] = {}
-        vals = run_demo_warmup(
+        run_demo_warmup(
             built, encoder, synth, settings, save_dir=out_dir, paths=paths, shard=shard, progress=progress,
             overwrite=overwrite, identity=warmup_identity(cfg, settings), stats=stats,
         )
