@@ -117,6 +117,12 @@ CASES: list[tuple[str, list[str], int, Callable | None]] = [
     ("paths-sr-negative", ["paths", "{d}/small.yaml", "--sr", "-1"], 2, None),
     ("paths-deep-json", ["paths", "{d}/deep.json"], 2, None),
     ("paths-dup-key", ["paths", "{d}/dup.yaml"], 2, None),
+    # ablate
+    ("ablate-missing-spec", ["ablate", "{d}/missing.yaml", "--out", "{d}/ab"], 2, None),
+    ("ablate-dup-key", ["ablate", "{d}/dup.yaml", "--out", "{d}/ab"], 2, None),
+    ("ablate-deep-json", ["ablate", "{d}/deep.json", "--out", "{d}/ab"], 2, None),
+    ("ablate-no-out", ["ablate", "{d}/small.yaml"], 2, None),
+    ("ablate-workers-text", ["ablate", "{d}/small.yaml", "--out", "{d}/ab", "--workers", "x"], 2, None),
     # plugins / schema
     ("plugins-extra-arg", ["plugins", "extra"], 2, None),
     ("schema-bad-kind", ["schema", "--kind", "nope"], 2, None),
