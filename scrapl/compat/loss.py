@@ -174,8 +174,8 @@ class SCRAPLLoss(PathLoss):
         checks.check_number("eps", eps, low=0.0, low_open=True)
         if probs_path is not None and not (isinstance(probs_path, (str, os.PathLike)) and os.path.isfile(probs_path)):
             raise ValueError(f"probs_path must be an existing .pt file, got {probs_path!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-            raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64):
+            raise ValueError(f"seed must be a non-negative int below 2**64 or None, got {seed!r}")
         # The loss checks finiteness itself (naming x / x_target), once per call.
         transform = JTFS(shape, J, Q1, Q2, J_fr, Q_fr, T=T, F=F, check_finite=False)
         sampler = ThetaISSampler(
