@@ -20,29 +20,10 @@ import os
 from typing import Any, Callable, Mapping
 
 
-from scrapl.demo.model import ChirpletEncoder
 from scrapl.demo.settings import DemoSettings, default_scrapl_config
-from scrapl.demo.synth import ChirpletSynth
+from scrapl.demo.task import make_encoder, make_synth
 
 __all__ = ["make_synth", "make_encoder", "demo_spec", "run_demo", "format_summary"]
-
-
-def make_synth(settings: DemoSettings, n_samples: int) -> ChirpletSynth:
-    """The demo's :class:`ChirpletSynth` for signals of ``n_samples`` samples."""
-    s = settings.synth
-    return ChirpletSynth(
-        n_samples=n_samples, sr=s.sr, f0_hz=s.f0_hz, bw_oct=s.bw_oct, sigma0=s.sigma0,
-        am_hz_range=s.am_hz_range, fm_oct_range=s.fm_oct_range, max_shift=s.max_shift,
-    )
-
-
-def make_encoder(settings: DemoSettings, n_samples: int) -> ChirpletEncoder:
-    """The demo task's encoder with the weights of ``settings.seed`` (the same as
-    the ablation runner's model for that seed)."""
-    from scrapl.demo.task import ChirpletSettings, ChirpletTask
-
-    task = ChirpletTask(ChirpletSettings(synth=settings.synth, encoder=settings.encoder), n_samples)
-    return task.make_model(settings.seed).encoder
 
 
 def demo_spec(scrapl_cfg: Mapping[str, Any] | None = None, settings: DemoSettings | None = None) -> Any:

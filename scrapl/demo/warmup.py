@@ -269,7 +269,7 @@ def load_probs(path: str | os.PathLike, n_paths: int) -> Tensor:
     """
     from scrapl.samplers import load_probs_file, load_warmup_dir, probs_from_curvatures
 
-    from scrapl.samplers.theta_is import _load_tensor
+    from scrapl.samplers.files import _load_tensor
 
     p = Path(path)
     if p.is_dir():

@@ -122,6 +122,17 @@ def _comm_device() -> torch.device:
     return torch.device("cpu")
 
 
+def _package_version() -> str:
+    """The installed scrapl distribution's version (read from its metadata: the
+    samplers layer does not import the package facade)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("scrapl")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "unknown"
+
+
 def _fingerprint(obj: Any) -> str:
     """SHA-256 (16 hex digits) of the tensors (dtype, shape, bytes) and other values
     (``repr``) of a nested structure of dicts and sequences."""
@@ -174,10 +185,8 @@ def warmup_manifest(
 ) -> dict[str, Any]:
     """What a warmup's results depend on (written as ``warmup.json``; see the module
     docs).  ``settings``: anything else the caller knows they depend on (JSON-able)."""
-    import scrapl
-
     return {
-        "scrapl_version": scrapl.__version__,
+        "scrapl_version": _package_version(),
         "n_paths": n_paths,
         "n_theta": n_theta,
         "n_iter": n_iter,
