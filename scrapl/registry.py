@@ -275,7 +275,8 @@ class Registry:
                 continue  # the same distribution seen twice on sys.path
             try:
                 plugin = ep.load()
-            except Exception as exc:  # noqa: BLE001 - one broken plugin must not stop the others
+            except BaseException as exc:  # noqa: BLE001 - one broken plugin must not stop the others,
+                # not even one that calls sys.exit or raises KeyboardInterrupt while importing
                 self._record_broken_source(source, exc, hints)
                 continue
             self._add_source(source, plugin, hints, strict=False)
@@ -334,7 +335,7 @@ class Registry:
                 return
             try:
                 result = impl.function()
-            except Exception as exc:  # noqa: BLE001 - a raising hook breaks only this source
+            except BaseException as exc:  # noqa: BLE001 - a raising hook (sys.exit included) breaks only this source
                 fail(exc)
                 return
             if isinstance(result, PluginSpec):

@@ -393,3 +393,38 @@ def test_same_module_under_two_entry_points(plugin_site) -> None:
     assert entry.source == "entrypoint:scrapl-twice:good_tf"
     assert "already registered" in str(entry.error)
     assert registry.plugin_manager.has_plugin("entrypoint:scrapl-twice:good_again")
+
+
+@pytest.mark.parametrize(
+    "body, error_type",
+    [
+        ("import sys\nsys.exit(3)\n", SystemExit),
+        ("raise KeyboardInterrupt('at import')\n", KeyboardInterrupt),
+        ("class Odd(BaseException):\n    pass\nraise Odd('odd')\n", BaseException),
+    ],
+)
+def test_plugin_exiting_at_import_does_not_stop_the_others(plugin_site, body: str, error_type: type) -> None:
+    plugin_site("a-exits", {"scrapl_test_exits": body}, {"exits": "scrapl_test_exits"})
+    plugin_site("z-good", {"scrapl_test_good": GOOD_PLUGIN}, {"good_tf": "scrapl_test_good"})
+    registry = Registry(autoload=True, builtins=())
+    assert registry.get("transform", "good_tf").name == "good_tf"
+    errors = {e.source: e for e in registry.errors}
+    assert set(errors) == {"entrypoint:a-exits:exits"}
+    assert isinstance(errors["entrypoint:a-exits:exits"].error, error_type)
+
+
+def test_plugin_hook_calling_sys_exit_is_reported(plugin_site) -> None:
+    source = """
+        import sys
+        import scrapl
+
+        @scrapl.hookimpl
+        def scrapl_register_plugins():
+            sys.exit(4)
+    """
+    plugin_site("a-hook-exits", {"scrapl_test_hook_exits": source}, {"hookexits": "scrapl_test_hook_exits"})
+    plugin_site("z-good", {"scrapl_test_good": GOOD_PLUGIN}, {"good_tf": "scrapl_test_good"})
+    registry = Registry(autoload=True, builtins=())
+    assert registry.get("transform", "good_tf").name == "good_tf"
+    errors = {e.source: e for e in registry.errors}
+    assert isinstance(errors["entrypoint:a-hook-exits:hookexits"].error, SystemExit)
