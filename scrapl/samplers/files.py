@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import tempfile
 import warnings
 from typing import Any
 
@@ -20,6 +19,7 @@ import torch
 from torch import Tensor
 
 from scrapl import checks
+from scrapl.atomic import atomic_write
 from scrapl.errors import InvalidWarmupFileError, WarmupError
 from scrapl.samplers.base import validate_probs
 from scrapl.samplers.probs import Agg, aggregate_vals, check_agg
@@ -43,21 +43,7 @@ def probs_file(warmup_dir: str | os.PathLike) -> str:
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save(obj, path)`` through a temporary file in the same directory and
     ``os.replace``: readers (and an interrupted run) never see a partial file."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_" + os.path.basename(path) + ".", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def _load_tensor(path: str, what: str) -> Tensor:

@@ -48,6 +48,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import torch
 from torch import Tensor
 
+from scrapl.atomic import atomic_write
 from scrapl.errors import WarmupError
 from scrapl.samplers.curvature import CurvatureEstimator, DistFn, EigenMethod, LossHessianMode, check_is_deterministic
 from scrapl import checks
@@ -261,10 +262,7 @@ def _prepare_folder(save_dir: str, manifest: dict[str, Any], n_paths: int, overw
             "another version or program wrote them); pass overwrite=True (scrapl warmup --overwrite) to recompute, "
             "or choose another folder")
     data = (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
-    tmp = f"{path}.{os.getpid()}.part"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: f.write(data))
 
 
 def run_warmup(
