@@ -391,8 +391,17 @@ class PathLoss(nn.Module):
             raise ValueError("not a SCRAPLLoss state (missing or unknown 'version' in _extra_state)")
         if state.get("n_paths") != self.n_paths:
             raise ValueError(f"the state is for {state.get('n_paths')} paths, this loss has {self.n_paths}")
-        self.sampler.load_state_dict(_copy_state(state["sampler"]))
-        self.tracker.load_state_dict(state)
+        if not isinstance(state.get("sampler"), Mapping):
+            raise ValueError("_extra_state['sampler'] must be the sampler's state (a mapping)")
+        # All or nothing: a state that fails part-way leaves sampler and tracker as they were.
+        before = (_copy_state(self.sampler.state_dict()), self.tracker.state_dict())
+        try:
+            self.sampler.load_state_dict(_copy_state(state["sampler"]))
+            self.tracker.load_state_dict(state)
+        except BaseException:
+            self.sampler.load_state_dict(before[0])
+            self.tracker.load_state_dict(before[1])
+            raise
 
     @staticmethod
     def _drop_transform_entries(module: "PathLoss", state_dict: dict[str, Any], prefix: str,

@@ -118,11 +118,28 @@ class PathTracker:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore :meth:`state_dict` output."""
-        self.path_counts = defaultdict(int, {int(k): int(v) for k, v in state["path_counts"].items()})
-        self.scrapl_t = int(state["scrapl_t"])
-        self.curr_path_idx = state["curr_path_idx"]
-        self.last_train_path = state.get("last_train_path")
-        self.step_paths = [int(i) for i in state.get("step_paths", [])]
-        self.held_path = state.get("held_path")
+        """Restore :meth:`state_dict` output (validated first, then applied).
+
+        Raises:
+            ValueError: missing keys or values of the wrong kind, naming the key.
+        """
+        missing = [k for k in ("path_counts", "scrapl_t", "curr_path_idx") if k not in state]
+        if missing:
+            raise ValueError(f"path tracker state is missing keys {missing}")
+
+        def index(key: str) -> Optional[int]:
+            value = state.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ValueError(f"path tracker state[{key!r}] must be a path index or None, got {value!r}")
+            return value
+
+        try:
+            counts = defaultdict(int, {int(k): int(v) for k, v in dict(state["path_counts"]).items()})
+            scrapl_t = int(state["scrapl_t"])
+            step_paths = [int(i) for i in state.get("step_paths", [])]
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"path tracker state: path_counts, scrapl_t and step_paths must hold integers ({exc})") from None
+        curr, last, held = index("curr_path_idx"), index("last_train_path"), index("held_path")
+        self.path_counts, self.scrapl_t, self.step_paths = counts, scrapl_t, step_paths
+        self.curr_path_idx, self.last_train_path, self.held_path = curr, last, held
         self._held_uses = 0

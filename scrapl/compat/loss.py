@@ -517,9 +517,16 @@ class SCRAPLLoss(PathLoss):
     def set_extra_state(self, state: Any) -> None:
         """Restore :meth:`get_extra_state` output (hooks' state applied now if
         attached, else by the next :meth:`attach_params`)."""
-        super().set_extra_state(state)
-        hooks = state.get("hooks")
+        hooks = state.get("hooks") if isinstance(state, Mapping) else None
+        if hooks is not None and not isinstance(hooks, Mapping):
+            raise ValueError(f"_extra_state['hooks'] must be the hooks' state (a mapping) or None, got {type(hooks).__name__}")
+        before = PathLoss.get_extra_state(self)
+        super().set_extra_state(state)  # all or nothing for sampler and tracker
         if hooks is not None and self._hooks is not None:
-            self._hooks.load_state_dict(hooks)
+            try:
+                self._hooks.load_state_dict(hooks)  # builds the new state before replacing the old
+            except BaseException:
+                PathLoss.set_extra_state(self, before)
+                raise
             hooks = None
         self._pending_hooks_state = hooks

@@ -32,7 +32,8 @@ from scrapl.interfaces import PathAwareOptimizer, PathSource
 from scrapl.optim import functional as F
 from scrapl.optim.config import STATE_DTYPES, check_state_device
 
-__all__ = ["PathOptimizerBase", "PathSource", "resolve_path", "compute_dtype", "RowStore"]
+__all__ = ["PathOptimizerBase", "PathSource", "resolve_path", "compute_dtype", "RowStore", "check_state_layout",
+           "validate_path_state"]
 
 ROW_KEYS = ("m", "v", "g_hat")
 
@@ -115,6 +116,100 @@ class RowStore:
         """A loaded row moved to this storage (no copy if already there);
         ``param_device`` is used when the storage device is the parameter's."""
         return row.to(device=param_device if self.device is None else self.device, dtype=self.dtype)
+
+
+def _real_shape(p: Tensor) -> tuple[int, ...]:
+    return tuple(torch.view_as_real(p).shape) if p.is_complex() else tuple(p.shape)
+
+
+def check_state_layout(state_dict: Any, param_groups: list[dict[str, Any]], n_paths: int, what: str) -> None:
+    """The checks every path-aware optimizer makes before loading ``state_dict``: a
+    mapping with ``state`` and ``param_groups``, the same group and parameter counts
+    as ``param_groups`` and (when recorded) the same ``n_paths``.
+
+    Raises:
+        ValueError / TypeError naming the mismatch.
+    """
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(f"{what} state_dict must be a mapping, got {type(state_dict).__name__}")
+    missing = [k for k in ("state", "param_groups") if k not in state_dict]
+    if missing:
+        raise ValueError(f"{what} state_dict is missing {missing}: not an optimizer state")
+    saved_n = state_dict.get("n_paths")
+    if saved_n is not None and saved_n != n_paths:
+        raise ValueError(f"{what} state is for n_paths={saved_n!r}, this optimizer has n_paths={n_paths}: "
+                         "state from another transform configuration is refused")
+    groups = state_dict["param_groups"]
+    if not isinstance(groups, (list, tuple)) or len(groups) != len(param_groups):
+        n = len(groups) if isinstance(groups, (list, tuple)) else type(groups).__name__
+        raise ValueError(f"{what} state has {n} parameter groups, this optimizer has {len(param_groups)}")
+    for i, (saved, group) in enumerate(zip(groups, param_groups)):
+        if not isinstance(saved, Mapping) or len(saved.get("params", ())) != len(group["params"]):
+            n = len(saved.get("params", ())) if isinstance(saved, Mapping) else "?"
+            raise ValueError(f"{what} state's param_groups[{i}] has {n} parameters, this optimizer's has "
+                             f"{len(group['params'])}")
+    if not isinstance(state_dict["state"], Mapping):
+        raise ValueError(f"{what} state_dict['state'] must be a mapping, got {type(state_dict['state']).__name__}")
+
+
+def validate_path_state(
+    state_dict: Any,
+    param_groups: list[dict[str, Any]],
+    n_paths: int,
+    defaults: Mapping[str, Any],
+    check_hyper: Callable[[Mapping[str, Any]], None],
+    what: str,
+) -> None:
+    """Validate a :class:`PathOptimizerBase` state against this optimizer before
+    anything is applied: layout (:func:`check_state_layout`), every group's
+    hyperparameters (present and valid), every per-path row (path in ``[0,
+    n_paths)``, a tensor of the parameter's shape) and running sum.
+
+    Raises:
+        ValueError naming the group, parameter, buffer and path at fault.
+    """
+    check_state_layout(state_dict, param_groups, n_paths, what)
+    for i, saved in enumerate(state_dict["param_groups"]):
+        lacking = sorted(k for k in defaults if k not in saved)
+        if lacking:
+            raise ValueError(f"{what} state's param_groups[{i}] lacks {lacking}: it was saved by another kind of "
+                             "optimizer (e.g. sgd or torch.optim.Adam), not a path-aware one")
+        try:
+            check_hyper(saved)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{what} state's param_groups[{i}]: {exc}") from None
+    shape_of = {sid: _real_shape(p)
+                for saved, group in zip(state_dict["param_groups"], param_groups)
+                for sid, p in zip(saved["params"], group["params"])}
+    for key, st in state_dict["state"].items():
+        if key not in shape_of:
+            raise ValueError(f"{what} state holds parameter id {key!r}, which no saved parameter group lists")
+        if not isinstance(st, Mapping):
+            raise ValueError(f"{what} state of parameter {key!r} must be a mapping, got {type(st).__name__}")
+        shape = shape_of[key]
+        for buf in (*ROW_KEYS, "tau"):
+            rows = st.get(buf)
+            if rows is None:
+                continue
+            if not isinstance(rows, Mapping):
+                raise ValueError(f"{what} state[{key!r}][{buf!r}] must map paths to values, got {type(rows).__name__}")
+            for path, row in rows.items():
+                try:
+                    idx = int(path)
+                except (TypeError, ValueError):
+                    raise ValueError(f"{what} state[{key!r}][{buf!r}] has a non-integer path {path!r}") from None
+                if not 0 <= idx < n_paths:
+                    raise ValueError(f"{what} state[{key!r}][{buf!r}] holds path {idx}, outside [0, {n_paths}): "
+                                     f"state from an optimizer with more paths is refused")
+                if buf == "tau":
+                    continue
+                if not isinstance(row, Tensor) or tuple(row.shape) != shape:
+                    got = tuple(row.shape) if isinstance(row, Tensor) else type(row).__name__
+                    raise ValueError(f"{what} state[{key!r}][{buf!r}][{idx}] must be a tensor of shape {shape}, got {got}")
+        g_sum = st.get("g_sum")
+        if g_sum is not None and (not isinstance(g_sum, Tensor) or tuple(g_sum.shape) != shape):
+            got = tuple(g_sum.shape) if isinstance(g_sum, Tensor) else type(g_sum).__name__
+            raise ValueError(f"{what} state[{key!r}]['g_sum'] must be a tensor of shape {shape}, got {got}")
 
 
 def first_grad_scale(grad: Tensor) -> float:
@@ -409,11 +504,31 @@ class PathOptimizerBase(PathAwareOptimizer):
                     self._workspace[w.param] = g
 
     # ----------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """``torch.optim.Optimizer.state_dict()`` plus ``n_paths`` (checked on load)."""
+        sd = super().state_dict()
+        sd["n_paths"] = self.n_paths
+        return sd
+
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Load a state produced by :meth:`state_dict`; per-path rows go to the
         group's ``state_dtype``/``state_device`` (not to the parameter's dtype, as
-        ``torch.optim.Optimizer`` would do), running sums to the compute dtype."""
+        ``torch.optim.Optimizer`` would do), running sums to the compute dtype.
+
+        The whole state is validated before any of it is applied (all or nothing);
+        state of another path-aware optimizer (P-Adam into P-Adam+SAGA, ...) loads,
+        its missing buffers start empty.
+
+        Raises:
+            ValueError: a state made for another number of paths, another parameter
+                layout, by a non-path-aware optimizer (e.g. ``sgd`` or
+                ``torch.optim.Adam``), or holding malformed per-path rows; the
+                message names the mismatch.
+        """
+        validate_path_state(state_dict, self.param_groups, self.n_paths, self.defaults, self._check_hyper,
+                            self.display_name)
         sd = dict(state_dict)
+        sd.pop("n_paths", None)
         stripped: dict[Any, dict[str, Any]] = {}
         stash: dict[Any, dict[str, Any]] = {}
         for key, st in dict(sd["state"]).items():

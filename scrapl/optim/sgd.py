@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 import torch
 
 from scrapl import checks
 from scrapl.interfaces import PathAwareOptimizer, PathSource
+from scrapl.optim.base import check_state_layout
 
 __all__ = ["PathSGD"]
 
@@ -60,6 +61,35 @@ class PathSGD(PathAwareOptimizer, torch.optim.SGD):
         self.last_path = None if path is None else checks.path_index(path, self.n_paths, "path")
         torch.optim.SGD.step(self)
         return loss
+
+    def state_dict(self) -> dict[str, Any]:
+        """``torch.optim.SGD.state_dict()`` plus ``n_paths`` (checked on load)."""
+        sd = torch.optim.SGD.state_dict(self)
+        sd["n_paths"] = self.n_paths
+        return sd
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Load a :meth:`state_dict` (or a ``torch.optim.SGD`` one), validated first.
+
+        Raises:
+            ValueError: state for another ``n_paths`` or parameter layout, or saved by
+                another optimizer (per-path buffers, or groups without SGD's
+                hyperparameters).
+        """
+        check_state_layout(state_dict, self.param_groups, self.n_paths, "sgd")
+        for i, saved in enumerate(state_dict["param_groups"]):
+            lacking = sorted(k for k in self.defaults if k not in saved)
+            if lacking:
+                raise ValueError(f"sgd state's param_groups[{i}] lacks {lacking}: it was saved by another optimizer "
+                                 "(e.g. p_adam_saga), not by sgd")
+        for key, st in state_dict["state"].items():
+            foreign = sorted(k for k in (st if isinstance(st, Mapping) else {}) if k != "momentum_buffer")
+            if not isinstance(st, Mapping) or foreign:
+                raise ValueError(f"sgd state of parameter {key!r} holds {foreign or type(st).__name__}: "
+                                 "it was saved by another optimizer, not by sgd")
+        sd = dict(state_dict)
+        sd.pop("n_paths", None)
+        torch.optim.SGD.load_state_dict(self, sd)
 
     def __repr__(self) -> str:
         return f"PathSGD(P={self.n_paths})\n" + torch.optim.SGD.__repr__(self)

@@ -241,6 +241,18 @@ class ThetaISSampler(ProbabilitySampler, CurvatureSampler):
         """
         if isinstance(state, Mapping) and "n_theta" in state and int(state["n_theta"]) != self.n_theta:
             raise ValueError(f"sampler state is for n_theta={int(state['n_theta'])}, this sampler has n_theta={self.n_theta}")
+        if isinstance(state, Mapping):
+            # The configured floor and eps win over a checkpoint's: refuse one made with others.
+            for key in ("min_prob_frac", "eps"):
+                if key in state and float(state[key]) != float(getattr(self, key)):
+                    raise ValueError(f"sampler state was made with {key}={float(state[key])!r}, this sampler is "
+                                     f"configured with {key}={float(getattr(self, key))!r}; rebuild it with that value "
+                                     "or recompute the probabilities")
+            probs = state.get("probs")
+            floor = self.min_prob_frac / self.n_paths
+            if isinstance(probs, Tensor) and probs.numel() and float(probs.detach().double().min()) < floor * (1 - 1e-9):
+                raise ValueError(f"state['probs'] has a probability {float(probs.min()):.3g} below this sampler's floor "
+                                 f"min_prob_frac / P = {floor:.3g}")
         curv = state.get("curvatures") if isinstance(state, Mapping) else None
         if curv is not None:
             curv = self._check_vals(curv)
