@@ -322,6 +322,41 @@ def config_json_schema(registry: Registry | None = None) -> dict[str, Any]:
     return schema_model.model_json_schema()
 
 
+_EXPECTED: dict[str, type] = {"transform": ScatteringTransform, "sampler": PathSampler,
+                               "optimizer": torch.optim.Optimizer}
+
+
+def _make(reg: Registry, kind: str, name: str, *args: Any, **kwargs: Any) -> Any:
+    """Call the factory of plugin ``(kind, name)`` and check what it returns.
+
+    ``ValueError`` / ``TypeError`` from the factory pass through (they name a bad
+    setting); any other exception, and a result that is not the kind's interface
+    (``None``, a wrong type, a sampler or transform with an unusable ``n_paths``),
+    is that plugin's :class:`~scrapl.errors.BrokenPluginError`, naming its source.
+    """
+    spec = reg.get(kind, name)
+
+    def broken(why: str) -> BrokenPluginError:
+        return BrokenPluginError(f"{kind} plugin {name!r} (from {reg.source_of(kind, name)}) is broken: {why}")
+
+    try:
+        obj = spec.factory(*args, **kwargs)
+    except (ValueError, TypeError, PluginError):
+        raise
+    except Exception as exc:
+        raise broken(f"its factory raised {type(exc).__name__}: {exc}") from exc
+    expected = _EXPECTED[kind]
+    if not isinstance(obj, expected):
+        got = "None" if obj is None else f"a {type(obj).__module__}.{type(obj).__qualname__}"
+        raise broken(f"its factory returned {got}, expected a {expected.__module__}.{expected.__qualname__}")
+    n_paths = getattr(obj, "n_paths", None)
+    if kind != "optimizer" and (isinstance(n_paths, bool) or not isinstance(n_paths, int) or n_paths < 1):
+        raise broken(f"its {kind} has n_paths={n_paths!r}, expected an int >= 1")
+    if kind == "sampler" and n_paths != kwargs["n_paths"]:
+        raise broken(f"its sampler has n_paths={n_paths}, built for n_paths={kwargs['n_paths']}")
+    return obj
+
+
 @dataclass(repr=False)
 class Built:
     """The components built from one :class:`ScraplConfig`.
@@ -352,14 +387,8 @@ class Built:
         ``loss.consume_path`` (the path of the training forwards since its last step).
         """
         cfg = self.config.optimizer
-        spec = self.registry.get("optimizer", cfg.name)
-        return spec.factory(
-            cfg,
-            params,
-            n_paths=self.transform.n_paths,
-            path_source=self.loss.consume_path,
-            **overrides,
-        )
+        return _make(self.registry, "optimizer", cfg.name, cfg, params, n_paths=self.transform.n_paths,
+                     path_source=self.loss.consume_path, **overrides)
 
     def __repr__(self) -> str:
         c = self.config
@@ -388,9 +417,9 @@ def build(config: ConfigSource, *, registry: Registry | None = None) -> Built:
 
     reg = registry if registry is not None else get_registry()
     cfg = load_config(config, registry=reg)
-    transform = reg.get("transform", cfg.transform.name).factory(cfg.transform)
+    transform = _make(reg, "transform", cfg.transform.name, cfg.transform)
     n_paths = transform.n_paths
     generator = torch.Generator().manual_seed(cfg.seed)
-    sampler = reg.get("sampler", cfg.sampler.name).factory(cfg.sampler, n_paths=n_paths, generator=generator)
+    sampler = _make(reg, "sampler", cfg.sampler.name, cfg.sampler, n_paths=n_paths, generator=generator)
     loss = SCRAPLLoss.from_components(transform, sampler, config=cfg.loss)
     return Built(config=cfg, transform=transform, sampler=sampler, loss=loss, registry=reg)

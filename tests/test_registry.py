@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import importlib.util
 import sys
 import types
 from typing import Literal
 
 import pytest
+import torch
+from conftest import FakeSampler
 
 import scrapl
 from scrapl.builtin import BUILTIN_MODULES, BUILTIN_NAMES
@@ -428,3 +431,49 @@ def test_plugin_hook_calling_sys_exit_is_reported(plugin_site) -> None:
     assert registry.get("transform", "good_tf").name == "good_tf"
     errors = {e.source: e for e in registry.errors}
     assert isinstance(errors["entrypoint:a-hook-exits:hookexits"].error, SystemExit)
+
+
+# --------------------------------------------------------------------- factories
+class _BadSamplerCfg(PluginConfig):
+    name: Literal["bad_sampler"] = "bad_sampler"
+
+
+class _BadTransformCfg(PluginConfig):
+    name: Literal["bad_transform"] = "bad_transform"
+
+
+def _bad_registry(fake_registry: Registry, kind: str, factory) -> Registry:
+    cls = _BadSamplerCfg if kind == "sampler" else _BadTransformCfg
+    fake_registry.register(PluginSpec(kind, f"bad_{kind}", cls, factory, "broken"), source="tests:bad")
+    return fake_registry
+
+
+@pytest.mark.parametrize(
+    ("kind", "factory", "message"),
+    [
+        ("transform", lambda c: None, "its factory returned None, expected a scrapl.interfaces.ScatteringTransform"),
+        ("transform", lambda c: torch.nn.Linear(2, 2), "returned a torch.nn.modules.linear.Linear"),
+        ("transform", lambda c: 1 / 0, "its factory raised ZeroDivisionError"),
+        ("sampler", lambda c, *, n_paths, generator: None, "its factory returned None, expected a scrapl.interfaces.PathSampler"),
+        ("sampler", lambda c, *, n_paths, generator: FakeSampler(n_paths + 1, generator), "n_paths=4, built for n_paths=3"),
+    ],
+)
+def test_factory_returning_a_wrong_object_is_that_plugins_error(fake_registry, fake_config_dict, kind, factory, message) -> None:
+    reg = _bad_registry(fake_registry, kind, factory)
+    cfg = {**fake_config_dict, kind: {"name": f"bad_{kind}"}}
+    with pytest.raises(BrokenPluginError, match=re.escape(f"{kind} plugin 'bad_{kind}' (from tests:bad) is broken: ") + ".*" + re.escape(message)):
+        scrapl.build(cfg, registry=reg)
+    scrapl.build(fake_config_dict, registry=reg)  # the other plugins still build
+
+
+def test_optimizer_factory_returning_none_is_that_plugins_error(fake_registry, fake_config_dict) -> None:
+    class _BadOptCfg(PluginConfig):
+        name: Literal["bad_opt"] = "bad_opt"
+
+    fake_registry.register(PluginSpec("optimizer", "bad_opt", _BadOptCfg, lambda c, params, **kw: None, "broken"),
+                           source="tests:bad")
+    built = scrapl.build({**fake_config_dict, "optimizer": {"name": "bad_opt"}}, registry=fake_registry)
+    with pytest.raises(BrokenPluginError, match=r"optimizer plugin 'bad_opt' \(from tests:bad\) is broken: its factory returned None"):
+        built.optimizer([torch.nn.Parameter(torch.ones(2))])
+    assert isinstance(scrapl.build(fake_config_dict, registry=fake_registry).optimizer([torch.nn.Parameter(torch.ones(2))]),
+                      torch.optim.Optimizer)
