@@ -212,6 +212,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         demo = {**demo, **(extra.get("demo", extra))}
     overrides = {
         "steps": args.steps,
+        "full_steps": args.full_steps,
+        "workers": args.workers,
         "batch_size": args.batch_size,
         "scrapl_lr": args.scrapl_lr,
         "mss_lr": args.mss_lr,
@@ -484,7 +486,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="scrapl_demo", help="output folder (default: %(default)s)")
     d.add_argument("--config", help="scrapl config file (YAML/JSON), optionally with a 'demo:' section")
     d.add_argument("--settings", help="YAML file with demo settings (a 'demo:' section or its content)")
-    d.add_argument("--steps", type=_positive_int, help="optimizer steps per method")
+    d.add_argument("--steps", type=_positive_int, help="optimizer steps of every arm but full_jtfs (default 2000)")
+    d.add_argument("--full-steps", type=_positive_int, help="steps of the full_jtfs arm, at most --steps (default 300)")
+    d.add_argument("--workers", type=_nonneg_int, help="worker processes for the arms (0: this process; default 2)")
     d.add_argument("--batch-size", type=_positive_int, help="training batch size")
     d.add_argument("--scrapl-lr", type=_positive_float, help="learning rate of the SCRAPL run")
     d.add_argument("--mss-lr", type=_positive_float, help="Adam learning rate of the MSS run")

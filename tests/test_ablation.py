@@ -218,3 +218,36 @@ def test_shipped_spec_is_valid() -> None:
     kinds = {a.name: a.kind for a in spec.arms}
     assert {"full_jtfs", "mss", "supervised"} <= set(kinds.values())
     assert len(spec.seeds) >= 5
+
+
+# ----------------------------------------------------------------------------- budgets
+def test_arm_steps_override_the_budget_and_show_in_the_table(tmp_path: Path) -> None:
+    spec = tiny(arms=[{"name": "scrapl", "steps": 3}, {"name": "sup", "kind": "supervised"}], seeds=[0],
+                budget={"steps": 2, "val_every": 2, "batch_size": 2})
+    res = ablate(spec, tmp_path / "o", progress=False, plots=False)
+    steps = {r["arm"]: r["steps"] for r in res.records}
+    assert steps == {"scrapl": 3, "sup": 2}
+    assert [c["step"] for c in next(r for r in res.records if r["arm"] == "scrapl")["curve"]] == [0, 2, 3]
+    header, *lines = res.table().splitlines()
+    assert "steps" in header.split()
+    assert {r["arm"]: r["steps"] for r in res.rows} == {"scrapl": 3.0, "sup": 2.0}
+    with pytest.raises(ValueError, match="arms.0.steps"):
+        load_spec(tiny(arms=[{"name": "a", "steps": 0}]))
+
+
+def test_cpu_seconds_budget_stops_a_run_early(tmp_path: Path) -> None:
+    spec = tiny(arms=[{"name": "sup", "kind": "supervised"}], seeds=[0],
+                budget={"steps": 100000, "val_every": 1000, "batch_size": 2, "cpu_seconds": 1e-9})
+    rec = ablate(spec, tmp_path / "o", progress=False, plots=False).records[0]
+    assert rec["steps"] == 1 and rec["train_cpu_seconds"] >= 0 and rec["curve"][-1]["step"] == 1
+    with pytest.raises(ValueError, match="budget.cpu_seconds"):
+        load_spec(tiny(budget={"steps": 2, "cpu_seconds": 0}))
+
+
+def test_optional_fields_left_out_keep_the_spec_hash() -> None:
+    from scrapl.ablation.spec import spec_hash
+
+    a = load_spec(tiny())
+    b = load_spec(tiny(budget={**TINY["budget"], "cpu_seconds": None}))
+    assert spec_hash(a) == spec_hash(b)
+    assert spec_hash(a) != spec_hash(load_spec(tiny(budget={**TINY["budget"], "cpu_seconds": 5.0})))

@@ -186,7 +186,8 @@ def _report(spec: AblationSpec, store: RunStore, task: Any, *, ran: int, skipped
     files.append(store.write_text("summary.json", json.dumps(summary, indent=2) + "\n"))
     table = markdown_table(rows, names, baseline, threshold, spec.budget.steps)
     md = (f"# {spec.name}\n\n{summary['date_utc']} UTC, {machine['platform']}, {machine['cpus']} CPUs; "
-          f"{spec.budget.steps} steps, batch {spec.budget.batch_size}; mean over seeds with 95 % t interval.\n\n"
+          f"{spec.budget.steps} steps (unless an arm sets its own), batch {spec.budget.batch_size}; "
+          "mean over seeds with 95 % t interval.\n\n"
           f"{table}\n")
     files.append(store.write_text("summary.md", md))
     if plots:

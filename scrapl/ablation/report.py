@@ -78,6 +78,7 @@ def summarize(
         row["ms_per_step"] = sum(r["ms_per_step"] for r in rs) / len(rs)
         row["setup_seconds"] = sum(r["setup_seconds"] for r in rs) / len(rs)
         row["cpu_seconds"] = sum(r["cpu_seconds"] for r in rs)
+        row["train_cpu_seconds"] = sum(r.get("train_cpu_seconds", math.nan) for r in rs) / len(rs)
         row["peak_rss_mib"] = max(r["peak_rss_mib"] for r in rs)
         row["steps"] = sum(r["steps"] for r in rs) / len(rs)
         rows.append(row)
@@ -87,7 +88,7 @@ def summarize(
 def runs_csv(records: Sequence[Mapping[str, Any]], param_names: Sequence[str], threshold: float) -> str:
     """``runs.csv``: one row per run."""
     cols = ["arm", "kind", "seed", "theta_l1", *[f"theta_l1_{p}" for p in param_names], "steps",
-            "steps_to_threshold", "ms_per_step", "train_seconds", "setup_seconds", "cpu_seconds", "peak_rss_mib",
+            "steps_to_threshold", "ms_per_step", "train_seconds", "train_cpu_seconds", "setup_seconds", "cpu_seconds", "peak_rss_mib",
             "threads"]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -104,22 +105,23 @@ def _fmt_err(m: float, h: float | None) -> str:
 
 def _cells(rows: Sequence[Mapping[str, Any]], param_names: Sequence[str], baseline: Mapping[str, float],
            threshold: float, budget_steps: int) -> tuple[list[str], list[list[str]]]:
-    header = ["arm", "n", "theta_l1 (95% CI)", *[f"err_{p}" for p in param_names],
+    header = ["arm", "n", "theta_l1 (95% CI)", *[f"err_{p}" for p in param_names], "steps",
               f"steps to {threshold:.3g}", "ms/step", "CPU s", "peak MiB"]
     out = []
     for r in rows:
         reached = r["reached"]
+        steps = r.get("steps", budget_steps)
         if r["steps_to_threshold"] is None:
-            stt = f"> {budget_steps}"
+            stt = f"> {steps:.0f}"
         else:
             stt = f"{r['steps_to_threshold']:.0f}" + ("" if reached == r["n"] else f" ({reached}/{r['n']})")
         out.append([
             r["arm"], str(r["n"]), _fmt_err(r["theta_l1"], r["theta_l1_ci"]),
-            *[_fmt_err(r[f"theta_l1_{p}"], r[f"theta_l1_{p}_ci"]) for p in param_names],
+            *[_fmt_err(r[f"theta_l1_{p}"], r[f"theta_l1_{p}_ci"]) for p in param_names], f"{steps:.0f}",
             stt, f"{r['ms_per_step']:.1f}", f"{r['cpu_seconds']:.0f}", f"{r['peak_rss_mib']:.0f}",
         ])
     out.append(["predict the middle", "-", f"{baseline['theta_l1']:.3f}",
-                *[f"{baseline[f'theta_l1_{p}']:.3f}" for p in param_names], "-", "-", "-", "-"])
+                *[f"{baseline[f'theta_l1_{p}']:.3f}" for p in param_names], "-", "-", "-", "-", "-"])
     return header, out
 
 

@@ -156,7 +156,8 @@ def run_one(
         ``arm``, ``seed``, ``kind``, ``final`` (held-out errors), ``curve`` (one
         record per evaluation: ``step``, ``time_s``, ``cpu_s``, errors,
         ``train_loss``), ``steps``, ``train_seconds``, ``setup_seconds``,
-        ``ms_per_step``, ``cpu_seconds``, ``peak_rss_mib``, ``info``.
+        ``ms_per_step``, ``train_cpu_seconds`` (CPU time of the training steps),
+        ``cpu_seconds`` (the whole run's), ``peak_rss_mib``, ``info``.
     """
     spec = load_spec(spec)
     arm = spec.arm(arm_name)
@@ -164,23 +165,24 @@ def run_one(
         torch.set_num_threads(threads)
     task = build_task(spec) if task is None else task
     budget = spec.budget
+    n_steps = arm.steps if arm.steps is not None else budget.steps
     cpu0 = time.process_time()
     model = task.make_model(seed)
     setup = _setup(spec, arm, task, model, seed, progress)
     curve = [{"step": 0, "time_s": round(setup.setup_seconds, 4), "cpu_s": round(time.process_time() - cpu0, 3),
               **task.evaluate(model), "train_loss": None}]
-    train_s = 0.0
+    train_s = train_cpu = 0.0
     running: list[float] = []
     model.train()
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=budget.steps, desc=f"{arm.name} seed {seed}", leave=False, dynamic_ncols=True)
+        bar = tqdm(total=n_steps, desc=f"{arm.name} seed {seed}", leave=False, dynamic_ncols=True)
     step = 0
-    for step in range(1, budget.steps + 1):
+    for step in range(1, n_steps + 1):
         batch = task.batch(seed, step - 1, budget.batch_size)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         setup.opt.zero_grad(set_to_none=True)
         theta_hat = model(batch["features"])
         if setup.loss is None:
@@ -192,9 +194,11 @@ def run_one(
         loss.backward()
         setup.opt.step()
         train_s += time.perf_counter() - t0
+        train_cpu += time.process_time() - c0
         running.append(float(loss.detach()))
-        out_of_time = budget.seconds is not None and train_s >= budget.seconds
-        if step % budget.val_every == 0 or step == budget.steps or out_of_time:
+        out_of_time = ((budget.seconds is not None and train_s >= budget.seconds)
+                       or (budget.cpu_seconds is not None and train_cpu >= budget.cpu_seconds))
+        if step % budget.val_every == 0 or step == n_steps or out_of_time:
             rec = task.evaluate(model)
             curve.append({"step": step, "time_s": round(setup.setup_seconds + train_s, 4),
                           "cpu_s": round(time.process_time() - cpu0, 3), **rec,
@@ -222,6 +226,7 @@ def run_one(
         "curve": curve,
         "steps": step,
         "train_seconds": round(train_s, 4),
+        "train_cpu_seconds": round(train_cpu, 3),
         "setup_seconds": round(setup.setup_seconds, 4),
         "ms_per_step": round(1000.0 * train_s / max(1, step), 4),
         "cpu_seconds": round(time.process_time() - cpu0, 3),

@@ -86,12 +86,17 @@ class Budget(StrictModel):
         seconds: optional equal wall-clock budget: a run also stops once its
             training steps have taken this many seconds (the step count reached is
             recorded; results then depend on the machine's speed).
+        cpu_seconds: optional equal compute budget: a run also stops once its
+            training steps have used this many CPU seconds of the process (all its
+            threads; warmup and evaluation not counted).  Like ``seconds``, results
+            then depend on the machine.
     """
 
     steps: int = Field(gt=0)
     val_every: int = Field(default=25, gt=0)
     batch_size: int = Field(default=8, gt=0)
     seconds: Optional[float] = Field(default=None, gt=0)
+    cpu_seconds: Optional[float] = Field(default=None, gt=0)
 
 
 class ArmSpec(StrictModel):
@@ -107,6 +112,8 @@ class ArmSpec(StrictModel):
             default 1e-3).
         warmup: theta-IS warmup settings (arms whose sampler is ``theta_is``).
         seeds: this arm's seeds (default: the spec's).
+        steps: this arm's optimizer steps (default: ``budget.steps``), e.g. fewer
+            for an arm whose step costs many times more.
     """
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.+-]+$", min_length=1, max_length=64)
@@ -117,6 +124,7 @@ class ArmSpec(StrictModel):
     lr: Optional[float] = Field(default=None, gt=0)
     warmup: WarmupSpec = WarmupSpec()
     seeds: Optional[list[int]] = Field(default=None, min_length=1)
+    steps: Optional[int] = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _baselines_take_no_overrides(self) -> "ArmSpec":
@@ -276,7 +284,7 @@ def torch_optimizer_kwargs(opt: Mapping[str, Any]) -> dict[str, Any]:
 def spec_hash(spec: AblationSpec) -> str:
     """A short hash of everything in ``spec`` that changes results (all but ``name``
     and ``threads``)."""
-    data = spec.model_dump(mode="json", exclude={"name", "threads"})
+    data = spec.model_dump(mode="json", exclude={"name", "threads"}, exclude_none=True)  # new optional fields keep old hashes
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 

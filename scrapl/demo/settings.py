@@ -99,7 +99,12 @@ class DemoSettings(StrictModel):
     Attributes:
         task: the built-in task (only ``"chirplet"``).
         seed: seed of weight initialisation and of the training data stream.
-        steps: optimizer steps of every arm (the same budget for each).
+        steps: optimizer steps of every arm but the full-JTFS one.
+        full_steps: steps of the full-JTFS arm, at most ``steps`` (its step costs
+            about 12x a SCRAPL step here: its 300 steps use more compute than
+            SCRAPL's 2000; ``None``: ``steps``).
+        workers: local worker processes the arms run in (0: this process); torch
+            threads are split among them unless ``threads`` is set.
         batch_size: training batch size.
         scrapl_lr: learning rate of the SCRAPL arms; ``None`` keeps the config's
             ``optimizer.lr``.
@@ -119,7 +124,9 @@ class DemoSettings(StrictModel):
 
     task: Literal["chirplet"] = "chirplet"
     seed: SeedInt = 0
-    steps: int = Field(default=300, ge=1)
+    steps: int = Field(default=2000, ge=1)
+    full_steps: int | None = Field(default=300, ge=1)
+    workers: int = Field(default=2, ge=0)
     batch_size: int = Field(default=8, ge=1)
     scrapl_lr: float | None = Field(default=None, gt=0)
     full_lr: float = Field(default=3e-4, gt=0)

@@ -39,7 +39,8 @@ def demo_spec(scrapl_cfg: Mapping[str, Any] | None = None, settings: DemoSetting
         "scrapl": {"name": "scrapl", "warmup": warm, **({"lr": settings.scrapl_lr} if settings.scrapl_lr else {})},
         "scrapl_uniform": {"name": "scrapl_uniform", "sampler": {"name": "uniform"},
                            **({"lr": settings.scrapl_lr} if settings.scrapl_lr else {})},
-        "full_jtfs": {"name": "full_jtfs", "kind": "full_jtfs", "lr": settings.full_lr},
+        "full_jtfs": {"name": "full_jtfs", "kind": "full_jtfs", "lr": settings.full_lr,
+                      **({"steps": min(settings.full_steps, settings.steps)} if settings.full_steps else {})},
         "mss": {"name": "mss", "kind": "mss", "lr": settings.mss_lr},
         "supervised": {"name": "supervised", "kind": "supervised", "lr": settings.supervised_lr},
     }
@@ -71,7 +72,7 @@ def run_demo(
 
     settings = DemoSettings() if settings is None else settings
     spec = demo_spec(scrapl_cfg, settings)
-    result = ablate(spec, out_dir, progress=progress, log=log)
+    result = ablate(spec, out_dir, workers=settings.workers, progress=progress, log=log)
     rec = next((r for r in result.records if r["arm"] == "scrapl"), None)
     probs = None if rec is None else rec["info"].get("probs")
     if probs is not None:
