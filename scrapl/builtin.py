@@ -1,9 +1,11 @@
 """The built-in plugins of scrapl, registered explicitly (like pytest's default plugins).
 
-Each module named in :data:`BUILTIN_MODULES` exposes ``PLUGINS: list[PluginSpec]``.
-:class:`scrapl.registry.Registry` imports every one of them separately, so a module
-that fails to import marks only its own plugins as broken (source name
-``"builtin:<module>"``) and the others stay usable.
+Each module named in :data:`BUILTIN_MODULES` is a plugin like any third-party one: its
+``@scrapl.hookimpl`` ``scrapl_register_plugins()`` returns its specs (kept in its
+``PLUGINS`` list).  :class:`scrapl.registry.Registry` imports and registers every one
+of them separately, so a module that fails to import marks only itself as broken
+(source name ``"builtin:<module>"``) and the others stay usable.  No list of the
+built-in plugin names is kept anywhere else: the modules declare them.
 
 This module imports nothing heavy: it only names the modules.
 """
@@ -19,19 +21,4 @@ BUILTIN_MODULES: tuple[str, ...] = (
 )
 """Modules registered as built-in plugins, in registration order."""
 
-BUILTIN_NAMES: dict[str, dict[str, tuple[str, ...]]] = {
-    "scrapl.transforms.jtfs": {"transform": ("jtfs",)},
-    "scrapl.transforms.scattering1d": {"transform": ("scattering1d",)},
-    "scrapl.transforms.scattering2d": {"transform": ("scattering2d",)},
-    "scrapl.samplers": {"sampler": ("uniform", "theta_is")},
-    "scrapl.optim": {"optimizer": ("p_adam", "p_saga", "p_adam_saga", "sgd")},
-}
-"""The (kind, names) each built-in module is expected to provide.
-
-Used only to explain failures: when a built-in module cannot be imported, asking for
-one of these names raises :class:`scrapl.errors.BrokenPluginError` carrying the import
-error, instead of a bare "unknown plugin".  The names actually registered are always
-the ones the module's ``PLUGINS`` list declares.
-"""
-
-__all__ = ["BUILTIN_MODULES", "BUILTIN_NAMES"]
+__all__ = ["BUILTIN_MODULES"]

@@ -8,8 +8,8 @@ calls their typed factories; no hook is ever called during training.
 Where plugins come from, in this order:
 
 1. The built-in modules of :data:`scrapl.builtin.BUILTIN_MODULES`, each registered as
-   its own plugin (source ``"builtin:<module>"``).  Each exposes
-   ``PLUGINS: list[PluginSpec]``.
+   its own plugin (source ``"builtin:<module>"``) exactly as an entry point's module:
+   through its ``@scrapl.hookimpl`` ``scrapl_register_plugins()``.
 2. Unless autoload is disabled, every entry point of the ``scrapl.plugins`` group
    (source ``"entrypoint:<distribution>:<entry point name>"``), in sorted order.  The
    entry point names a module or object whose ``@scrapl.hookimpl``
@@ -51,7 +51,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 import pluggy
 
 from scrapl import hookspecs
-from scrapl.builtin import BUILTIN_MODULES, BUILTIN_NAMES
+from scrapl.builtin import BUILTIN_MODULES
 from scrapl.configs import PluginConfig
 from scrapl.errors import (
     BrokenPluginError,
@@ -132,7 +132,7 @@ class PluginEntry:
 class _BrokenSource:
     source: str
     error: BaseException
-    hints: frozenset[tuple[str | None, str]]  # (kind or None for any, name) it may provide
+    hints: frozenset[tuple[str | None, str | None]]  # (kind or None for any, name or None for any) it may provide
 
 
 @dataclass(frozen=True)
@@ -144,8 +144,14 @@ class _Blocked:
     cause: BaseException | None
 
 
+_ANY_NAME: frozenset[tuple[str | None, str | None]] = frozenset({(None, None)})
+"""Hints of a built-in source: it may provide any name."""
+
+
 class _SpecsPlugin:
-    """pluggy adapter exposing a fixed list of specs (built-in modules, ``register``)."""
+    """pluggy adapter for specs passed to :meth:`Registry.register` directly (a spec,
+    a list, or a module's ``PLUGINS`` list); built-ins and entry points are modules
+    with their own hook implementation."""
 
     def __init__(self, specs: Any, origin: str) -> None:
         self._specs = specs
@@ -243,23 +249,17 @@ class Registry:
 
     # ------------------------------------------------------------------ loading
     def _load_builtin(self, module_name: str) -> None:
+        """Import a built-in module and register it as a plugin, exactly as an entry
+        point's module is (its ``@hookimpl scrapl_register_plugins``)."""
         source = f"builtin:{module_name}"
-        hints = frozenset(
-            (kind, name) for kind, names in BUILTIN_NAMES.get(module_name, {}).items() for name in names
-        ) or frozenset({(None, module_name.rpartition(".")[2])})
         try:
             module = importlib.import_module(module_name)
         except Exception as exc:  # noqa: BLE001 - any import failure marks the source broken
-            self._record_broken_source(source, exc, hints)
+            # No name list is kept for the built-ins: any name not found is then
+            # reported as possibly this module's (a broken installation).
+            self._record_broken_source(source, exc, _ANY_NAME)
             return
-        if not hasattr(module, "PLUGINS"):
-            self._record_broken_source(
-                source,
-                BrokenPluginError(f"built-in module {module_name} has no PLUGINS list"),
-                hints,
-            )
-            return
-        self._add_source(source, _SpecsPlugin(module.PLUGINS, module_name), hints, strict=False)
+        self._add_source(source, module, _ANY_NAME, strict=False)
 
     def _load_entry_points(self) -> None:
         eps = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
@@ -285,7 +285,7 @@ class Registry:
         self,
         source: str,
         plugin: object,
-        hints: frozenset[tuple[str | None, str]],
+        hints: frozenset[tuple[str | None, str | None]],
         *,
         strict: bool,
     ) -> None:
@@ -396,7 +396,7 @@ class Registry:
             "uninstall or rename one of them (scrapl never lets the last one win)"
         )
 
-    def _record_broken_source(self, source: str, exc: BaseException, hints: frozenset[tuple[str | None, str]]) -> None:
+    def _record_broken_source(self, source: str, exc: BaseException, hints: frozenset[tuple[str | None, str | None]]) -> None:
         self._broken_sources.append(_BrokenSource(source, exc, hints))
         self._entries.append(PluginEntry(source, None, None, None, exc))
 
@@ -475,6 +475,12 @@ class Registry:
                 raise BrokenPluginError(
                     f"{kind} plugin {name!r} is unavailable because {broken.source} failed to load: "
                     f"{_describe_exc(broken.error)}"
+                ) from broken.error
+        for broken in self._broken_sources:
+            if (None, None) in broken.hints:
+                raise BrokenPluginError(
+                    f"unknown {kind} plugin {name!r}; the built-in plugin module {broken.source} failed to load "
+                    f"and may provide it: {_describe_exc(broken.error)}"
                 ) from broken.error
         raise UnknownPluginError(self._unknown_message(kind, name))
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Optional
 
+from scrapl.hookspecs import hookimpl
 from scrapl.interfaces import PathSource, PluginSpec
 from scrapl.optim.base import PathOptimizerBase
 from scrapl.optim.config import PAdamConfig, PAdamSAGAConfig, PSAGAConfig, SGDConfig, merge_overrides
@@ -25,7 +26,7 @@ from scrapl.optim.p_saga import PSAGA
 from scrapl.optim.sgd import PathSGD
 
 __all__ = [
-    "PLUGINS",
+    "PLUGINS", "scrapl_register_plugins",
     "PAdam",
     "PAdamSAGA",
     "PSAGA",
@@ -93,6 +94,12 @@ PLUGINS: list[PluginSpec] = [
         description="plain SGD (no per-path state)",
     ),
 ]
+
+
+@hookimpl
+def scrapl_register_plugins() -> list[PluginSpec]:
+    """This module's plugins (registered like any third-party plugin)."""
+    return list(PLUGINS)
 
 
 def __getattr__(name: str) -> Any:

@@ -14,6 +14,7 @@ The warmup machinery (:mod:`~scrapl.samplers.curvature`,
 
 from __future__ import annotations
 
+from scrapl.hookspecs import hookimpl
 from scrapl.interfaces import PluginSpec
 from scrapl.samplers.base import PROBS_SUM_TOL, ProbabilitySampler, validate_probs
 from scrapl.samplers.curvature import CurvatureEstimator, check_is_deterministic, largest_eigenvalues, path_curvatures
@@ -32,7 +33,7 @@ from scrapl.samplers.uniform import UniformSampler, UniformSamplerConfig, make_u
 from scrapl.samplers.warmup import merge_warmup_dir, run_warmup, shard_paths
 
 __all__ = [
-    "PLUGINS",
+    "PLUGINS", "scrapl_register_plugins",
     "PROBS_SUM_TOL",
     "ProbabilitySampler",
     "UniformSampler",
@@ -78,3 +79,9 @@ PLUGINS: list[PluginSpec] = [
         description="theta-importance sampling from the curvature warmup",
     ),
 ]
+
+
+@hookimpl
+def scrapl_register_plugins() -> list[PluginSpec]:
+    """This module's plugins (registered like any third-party plugin)."""
+    return list(PLUGINS)

@@ -10,11 +10,12 @@ precomputed operators), :mod:`.core` (pure torch functions), :mod:`.module`
 
 from __future__ import annotations
 
+from scrapl.hookspecs import hookimpl
 from scrapl.interfaces import PluginSpec
 from scrapl.transforms.jtfs.config import JTFSConfig
 from scrapl.transforms.jtfs.module import JTFS
 
-__all__ = ["JTFS", "JTFSConfig", "PLUGINS", "build_jtfs", "make_jtfs"]
+__all__ = ["JTFS", "JTFSConfig", "PLUGINS", "scrapl_register_plugins", "build_jtfs", "make_jtfs"]
 
 
 def make_jtfs(cfg: JTFSConfig) -> JTFS:
@@ -36,3 +37,9 @@ PLUGINS: list[PluginSpec] = [
         description="Joint time-frequency scattering (Kymatio-compatible); paths are (n2, n_fr) channels",
     )
 ]
+
+
+@hookimpl
+def scrapl_register_plugins() -> list[PluginSpec]:
+    """This module's plugins (registered like any third-party plugin)."""
+    return list(PLUGINS)

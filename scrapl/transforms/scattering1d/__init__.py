@@ -12,6 +12,7 @@ Example::
 
 from __future__ import annotations
 
+from scrapl.hookspecs import hookimpl
 from scrapl.interfaces import PluginSpec
 from scrapl.transforms.scattering1d.config import Scattering1DConfig
 from scrapl.transforms.scattering1d.module import TimeScattering
@@ -19,7 +20,7 @@ from scrapl.transforms.scattering1d.module import TimeScattering
 Scattering1D = TimeScattering
 """The class under the scheme ``<Class>`` / ``<Class>Config`` / plugin ``scattering1d``."""
 
-__all__ = ["PLUGINS", "Scattering1D", "Scattering1DConfig", "TimeScattering", "make_scattering1d"]
+__all__ = ["PLUGINS", "scrapl_register_plugins", "Scattering1D", "Scattering1DConfig", "TimeScattering", "make_scattering1d"]
 
 
 def make_scattering1d(config: Scattering1DConfig) -> TimeScattering:
@@ -38,3 +39,9 @@ PLUGINS: list[PluginSpec] = [
         description="second-order time scattering (Kymatio 0.3.0 Scattering1D); paths are (n1, n2)",
     )
 ]
+
+
+@hookimpl
+def scrapl_register_plugins() -> list[PluginSpec]:
+    """This module's plugins (registered like any third-party plugin)."""
+    return list(PLUGINS)

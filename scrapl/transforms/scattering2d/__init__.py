@@ -12,11 +12,12 @@ Example::
 
 from __future__ import annotations
 
+from scrapl.hookspecs import hookimpl
 from scrapl.interfaces import PluginSpec
 from scrapl.transforms.scattering2d.config import Scattering2DConfig
 from scrapl.transforms.scattering2d.module import ImageScattering
 
-__all__ = ["PLUGINS", "ImageScattering", "Scattering2DConfig", "make_scattering2d"]
+__all__ = ["PLUGINS", "scrapl_register_plugins", "ImageScattering", "Scattering2DConfig", "make_scattering2d"]
 
 
 def make_scattering2d(config: Scattering2DConfig) -> ImageScattering:
@@ -36,3 +37,9 @@ PLUGINS: list[PluginSpec] = [
         "paths are (j1, theta1, j2, theta2)",
     )
 ]
+
+
+@hookimpl
+def scrapl_register_plugins() -> list[PluginSpec]:
+    """This module's plugins (registered like any third-party plugin)."""
+    return list(PLUGINS)
