@@ -390,6 +390,34 @@ class Built:
         return _make(self.registry, "optimizer", cfg.name, cfg, params, n_paths=self.transform.n_paths,
                      path_source=self.loss.consume_path, **overrides)
 
+    def path_table(self, *, sr: float, probs: "torch.Tensor | None" = None) -> list[dict[str, Any]]:
+        """One JSON-able row per path: ``index``, ``key``, ``label``, ``temporal_rate``
+        (cycles/sample), ``temporal_rate_hz``, ``freq_scale`` (cycles/octave), ``spin``,
+        ``prob``.
+
+        Args:
+            sr: sample rate in Hz for ``temporal_rate_hz``.
+            probs: probabilities to show (default: the sampler's).
+        """
+        infos = self.transform.path_infos
+        pr = self.sampler.probs if probs is None else probs
+        pr = pr.detach().double().cpu().tolist()
+        rows = []
+        for info, p in zip(infos, pr):
+            rows.append(
+                {
+                    "index": info.index,
+                    "key": list(info.key),
+                    "label": info.label,
+                    "temporal_rate": info.temporal_rate,
+                    "temporal_rate_hz": info.temporal_rate_hz(sr),
+                    "freq_scale": info.freq_scale,
+                    "spin": info.spin,
+                    "prob": float(p),
+                }
+            )
+        return rows
+
     def __repr__(self) -> str:
         c = self.config
         return (

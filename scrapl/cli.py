@@ -31,6 +31,7 @@ from typing import Any, Callable, Mapping, NoReturn, Sequence
 __all__ = ["main", "build_parser", "CliError"]
 
 PROG = "scrapl"
+DEFAULT_SR = 8192.0  # sample rate (Hz) of `scrapl paths` when neither --sr nor the config gives one
 
 
 class CliError(Exception):
@@ -342,7 +343,7 @@ def _cmd_warmup(args: argparse.Namespace) -> int:
             "seed": args.seed,
         },
     )
-    cfg = _check_scrapl_config(scrapl_cfg)
+    _check_scrapl_config(scrapl_cfg)  # one-line errors before any heavy import or work
     summary = run_warmup_cli(
         scrapl_cfg,
         settings,
@@ -353,32 +354,38 @@ def _cmd_warmup(args: argparse.Namespace) -> int:
         log=_log(args.quiet),
         overwrite=args.overwrite,
     )
-    del cfg
     print(json.dumps(summary, indent=2))
     return 0
 
 
 # ----------------------------------------------------------------------------- paths
 def _cmd_paths(args: argparse.Namespace) -> int:
-    from scrapl.demo.warmup import load_probs, path_table
-
-    scrapl_cfg, demo = _load_demo_config(args.config)
-    settings = _validate_settings(demo, {})
-    _check_scrapl_config(scrapl_cfg)
     import scrapl
+    from scrapl.builder import read_mapping_file
+    from scrapl.samplers.files import read_probs
 
     try:
-        built = scrapl.build(scrapl_cfg)
+        data = read_mapping_file(args.config)
+    except (OSError, ValueError, TypeError) as exc:
+        raise CliError(_one_line(exc)) from None
+    # A demo config's extra ``demo:`` section is not a scrapl setting: only its
+    # sample rate is read, as the default of --sr.
+    demo = data.pop("demo", None) or {}
+    synth = demo.get("synth") if isinstance(demo, Mapping) else None
+    file_sr = synth.get("sr") if isinstance(synth, Mapping) else None
+    _check_scrapl_config(data)
+    try:
+        built = scrapl.build(data)
     except (ValueError, TypeError, LookupError) as exc:
         raise CliError(_one_line(exc)) from None
     probs = None
     if args.probs is not None:
         try:
-            probs = load_probs(args.probs, built.transform.n_paths)
+            probs = read_probs(args.probs, built.transform.n_paths)
         except (OSError, ValueError, RuntimeError) as exc:
             raise CliError(_one_line(exc)) from None
-    sr = args.sr if args.sr is not None else settings.synth.sr
-    rows = path_table(built, sr=sr, probs=probs)
+    sr = args.sr if args.sr is not None else (float(file_sr) if isinstance(file_sr, (int, float)) else DEFAULT_SR)
+    rows = built.path_table(sr=sr, probs=probs)
     if args.json:
         print(json.dumps({"n_paths": len(rows), "sample_rate": sr, "paths": rows}, indent=2))
         return 0
@@ -585,7 +592,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pa.add_argument("config", help="scrapl config file (YAML/JSON)")
     pa.add_argument("--probs", help="probabilities to show (.pt file or warmup folder); default: the sampler's")
-    pa.add_argument("--sr", type=_positive_float, help="sample rate in Hz for the temporal rates (default: the demo's)")
+    pa.add_argument("--sr", type=_positive_float, help="sample rate in Hz for the temporal rates (default: the config's demo.synth.sr, else 8192)")
     pa.add_argument("--json", action="store_true", help="print JSON instead of a table")
     pa.set_defaults(func=_cmd_paths)
 

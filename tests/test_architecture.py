@@ -163,3 +163,25 @@ def test_architecture_doc_names_every_top_level_part() -> None:
             continue
         name = path.stem if path.suffix == ".py" else path.name + "/"
         assert re.search(rf"`{re.escape(name)}", doc), f"docs/architecture.md does not mention {name}"
+
+
+@pytest.mark.parametrize("argv", [["paths", "{cfg}", "--json"], ["plugins", "--no-autoload"], ["schema"]])
+def test_library_commands_import_no_demo_code(tmp_path, argv) -> None:
+    """`scrapl paths`, `plugins` and `schema` run on library functions only."""
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("transform: {name: jtfs, shape: 1024, J: 4, Q1: 2, Q2: 1, J_fr: 2, Q_fr: 1}\n"
+                   "demo: {synth: {sr: 16000}}\n")
+    args = [a.replace("{cfg}", str(cfg)) for a in argv]
+    code = ("import contextlib, io, sys\nfrom scrapl.cli import main\n"
+            f"with contextlib.redirect_stdout(io.StringIO()) as out:\n    rc = main({args!r})\n"
+            "assert rc == 0, rc\n"
+            "bad = sorted(m for m in sys.modules if m.startswith(('scrapl.demo', 'scrapl.ablation')))\n"
+            "assert not bad, bad\n"
+            "print(out.getvalue()[:200])\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    if argv[0] == "paths":
+        assert '"sample_rate": 16000' in res.stdout

@@ -29,8 +29,6 @@ __all__ = [
     "warmup_batches",
     "run_demo_warmup",
     "run_warmup_cli",
-    "load_probs",
-    "path_table",
 ]
 
 
@@ -255,68 +253,3 @@ def run_warmup_cli(
         "batch_size": settings.warmup.batch_size,
         "n_batches": settings.warmup.n_batches,
     }
-
-
-def load_probs(path: str | os.PathLike, n_paths: int) -> Tensor:
-    """Probabilities from a ``.pt`` file or a warmup directory.
-
-    A directory is read from its ``vals_{p}.pt`` files (missing paths keep the
-    uniform probability), never from its ``probs.pt`` (the rule of
-    :mod:`scrapl.samplers.warmup`); ``n_theta`` is taken from the first file.
-
-    Returns:
-        float64 ``(n_paths,)``.
-    """
-    from scrapl.samplers import load_probs_file, load_warmup_dir, probs_from_curvatures
-
-    from scrapl.samplers.files import _load_tensor
-
-    p = Path(path)
-    if p.is_dir():
-        files = sorted(f for f in os.listdir(p) if re.fullmatch(r"vals_\d+\.pt", f))
-        if not files:
-            raise ValueError(f"warmup folder {str(path)!r} holds no vals_<path>.pt files")
-        first = _load_tensor(str(p / files[0]), "warmup file")
-        if first.ndim != 2:
-            raise ValueError(f"warmup file {str(p / files[0])!r} holds a tensor of shape {tuple(first.shape)}, "
-                             "expected (n_groups, n_theta)")
-        n_theta = int(first.shape[-1])
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            vals = load_warmup_dir(p, n_paths, n_theta)
-        return probs_from_curvatures(vals, 0.0, 1e-12)
-    if not p.is_file():
-        raise FileNotFoundError(f"probabilities file or warmup folder not found: {str(path)!r}")
-    return load_probs_file(p, n_paths)
-
-
-def path_table(built: Any, *, sr: float, probs: Tensor | None = None) -> list[dict[str, Any]]:
-    """One JSON-able row per path: ``index``, ``key``, ``label``, ``temporal_rate``
-    (cycles/sample), ``temporal_rate_hz``, ``freq_scale`` (cycles/octave), ``spin``,
-    ``prob``.
-
-    Args:
-        built: a :func:`scrapl.build` result.
-        sr: sample rate in Hz for ``temporal_rate_hz``.
-        probs: probabilities to show (default: the sampler's).
-    """
-    infos = built.transform.path_infos
-    pr = built.sampler.probs if probs is None else probs
-    pr = pr.detach().double().cpu().tolist()
-    rows = []
-    for info, p in zip(infos, pr):
-        rows.append(
-            {
-                "index": info.index,
-                "key": list(info.key),
-                "label": info.label,
-                "temporal_rate": info.temporal_rate,
-                "temporal_rate_hz": info.temporal_rate_hz(sr),
-                "freq_scale": info.freq_scale,
-                "spin": info.spin,
-                "prob": float(p),
-            }
-        )
-    return rows

@@ -13,6 +13,7 @@ import math
 import os
 import re
 import warnings
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,10 +23,10 @@ from scrapl import checks
 from scrapl.atomic import atomic_write
 from scrapl.errors import InvalidWarmupFileError, WarmupError
 from scrapl.samplers.base import validate_probs
-from scrapl.samplers.probs import Agg, aggregate_vals, check_agg
+from scrapl.samplers.probs import Agg, aggregate_vals, check_agg, probs_from_curvatures
 
 __all__ = ["InvalidWarmupFileError", "atomic_save", "load_probs_file", "load_vals_file", "load_warmup_dir",
-           "probs_file", "save_probs_file", "vals_file"]
+           "probs_file", "read_probs", "save_probs_file", "vals_file"]
 
 _VALS_RE = re.compile(r"^vals_(\d+)\.pt$")
 
@@ -143,3 +144,32 @@ def load_warmup_dir(
             raise WarmupError(msg)
         warnings.warn(msg + "; those paths keep the uniform probability", RuntimeWarning, stacklevel=2)
     return out
+
+
+def read_probs(path: str | os.PathLike, n_paths: int) -> Tensor:
+    """Probabilities from a ``.pt`` file or a warmup directory.
+
+    A directory is read from its ``vals_{p}.pt`` files (missing paths keep the
+    uniform probability), never from its ``probs.pt`` (the rule of
+    :mod:`scrapl.samplers.warmup`); ``n_theta`` is taken from the first file.
+
+    Returns:
+        float64 ``(n_paths,)``.
+    """
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(f for f in os.listdir(p) if _VALS_RE.match(f))
+        if not files:
+            raise ValueError(f"warmup folder {str(path)!r} holds no vals_<path>.pt files")
+        first = _load_tensor(str(p / files[0]), "warmup file")
+        if first.ndim != 2:
+            raise ValueError(f"warmup file {str(p / files[0])!r} holds a tensor of shape {tuple(first.shape)}, "
+                             "expected (n_groups, n_theta)")
+        n_theta = int(first.shape[-1])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            vals = load_warmup_dir(p, n_paths, n_theta)
+        return probs_from_curvatures(vals, 0.0, 1e-12)
+    if not p.is_file():
+        raise FileNotFoundError(f"probabilities file or warmup folder not found: {str(path)!r}")
+    return load_probs_file(p, n_paths)
