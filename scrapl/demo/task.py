@@ -40,6 +40,35 @@ class ChirpletSettings(StrictModel):
     val_seed: int = 987654
 
 
+_CHUNK_BYTES = 64 * 2**20  # cache storage is allocated in blocks of at least this size
+
+
+class _ChunkedStore:
+    """Equal-shaped tensors kept as views into large preallocated blocks.
+
+    Caching thousands of separately allocated signals (a few hundred KiB each)
+    between the large temporaries of every training step fragments glibc's heap:
+    measured 5 MB of resident memory more per step (9.6 GB after 2000 steps of the
+    demo configuration) where the cached data are 0.3 MB per step; keeping only the
+    64-byte parameter tensors of each step did the same.  Blocks of 64 MiB
+    or more are memory-mapped by the allocator and never interleave with them.
+    """
+
+    def __init__(self) -> None:
+        self.blocks: list[Tensor] = []
+        self.n = 0
+        self.per_block = 0
+
+    def append(self, t: Tensor) -> Tensor:
+        if self.n == len(self.blocks) * self.per_block:
+            self.per_block = max(1, _CHUNK_BYTES // max(1, t.numel() * t.element_size()))
+            self.blocks.append(torch.empty((self.per_block, *t.shape), dtype=t.dtype))
+        view = self.blocks[-1][self.n % self.per_block]
+        view.copy_(t)
+        self.n += 1
+        return view
+
+
 class _Stream:
     """Batches of one seed, generated in order and cached (one generator each for
     parameters, target delays and reconstruction delays)."""
@@ -50,6 +79,9 @@ class _Stream:
         self.g_shift = torch.Generator().manual_seed(seed * 3 + 2)
         self.g_shift_hat = torch.Generator().manual_seed(seed * 3 + 3)
         self.cache: list[dict[str, Tensor]] = []
+        # every cached tensor, even the 64-byte ones, lives in a block: one small
+        # tensor kept per step pins the heap as much as a large one
+        self._x, self._features, self._theta, self._shifts = (_ChunkedStore() for _ in range(4))
 
     def get(self, index: int) -> dict[str, Tensor]:
         synth, b = self.task.synth, self.batch_size
@@ -62,7 +94,8 @@ class _Stream:
             with torch.no_grad():
                 x = synth(theta, shifts=shifts)
                 feats = self.task.features(x)
-            self.cache.append({"theta": theta, "x": x, "features": feats, "shifts_hat": shifts_hat})
+            self.cache.append({"theta": self._theta.append(theta), "x": self._x.append(x),
+                               "features": self._features.append(feats), "shifts_hat": self._shifts.append(shifts_hat)})
         return self.cache[index]
 
 
