@@ -39,15 +39,16 @@ def test_half_inputs_compute_in_float32(dtype):
     assert loss.full_distance(x, y).dtype == torch.float32
 
 
-def test_cpu_autocast_bf16_equals_float32_and_keeps_paths():
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_cpu_autocast_equals_float32_and_keeps_paths(dtype):
     lin = torch.nn.Linear(8, 1024)
     z, y = torch.randn(2, 8), torch.randn(2, 1, 1024)
     plain = _loss()
     with torch.no_grad():
         x32 = lin(z).unsqueeze(1)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast("cpu", dtype=dtype):
         x16 = lin(z).unsqueeze(1)
-        assert x16.dtype == torch.bfloat16
+        assert x16.dtype == dtype
         mixed = _loss()
         out = mixed(x16, y)  # model output in bf16, target in float32
         # A float32 input under autocast: the transform must not run in bf16.
@@ -66,3 +67,21 @@ def test_float64_unchanged_and_mismatch_still_rejected():
     assert loss.path_distance(x, y, 1).dtype == torch.float64
     with pytest.raises(TypeError, match="same dtype"):
         loss.path_distance(x, y.float(), 1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_cuda_autocast_computes_in_float32(dtype):
+    dev = torch.device("cuda")
+    lin = torch.nn.Linear(8, 1024).to(dev)
+    z, y = torch.randn(2, 8, device=dev), torch.randn(2, 1, 1024, device=dev)
+    loss = scrapl.build(CFG).loss.to(dev)
+    ref = scrapl.build(CFG).loss.to(dev)
+    with torch.autocast("cuda", dtype=dtype):
+        x16 = lin(z).unsqueeze(1)
+        assert x16.dtype == dtype
+        out = loss(x16, y)
+    assert out.dtype == torch.float32 and out.shape == ()
+    torch.testing.assert_close(out.detach(), ref.path_distance(x16.detach().float(), y, loss.curr_path_idx))
+    out.backward()
+    assert lin.weight.grad is not None and bool(torch.isfinite(lin.weight.grad).all())

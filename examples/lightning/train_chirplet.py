@@ -96,7 +96,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--n-samples", type=int, default=8192, help="signal length (the sample rate equals it: 1 s)")
     p.add_argument("--J", type=int, default=10, help="JTFS octaves (2**J <= n-samples)")
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=1e-4, help="learning rate (P-Adam + P-SAGA; see docs/best_practices.md)")
     p.add_argument("--warmup-batches", type=int, default=1, help="theta-IS warmup batches (0: uniform paths)")
     p.add_argument("--warmup-iters", type=int, default=20, help="power-iteration steps of the warmup")
     p.add_argument("--train-size", type=int, default=512)
@@ -139,7 +139,12 @@ def main(argv: list[str] | None = None) -> int:
     pl.seed_everything(args.seed, verbose=False)  # the encoder's initial weights
     model = ChirpletMatcher(config, n, sr, args.lr)
     synth = ChirpletSynth(n, sr)
-    train = ResumableDataLoader(Chirplets(synth, args.train_size, args.seed), batch_size=args.batch_size,
+    train_set = Chirplets(synth, args.train_size, args.seed)
+    # Standardise the encoder's features on unlabeled training signals (the buffers
+    # are saved in checkpoints, so a resumed run keeps them).
+    if len(train_set) >= 2:
+        model.encoder.fit_normalisation(torch.stack([train_set[i][0] for i in range(min(64, len(train_set)))]))
+    train = ResumableDataLoader(train_set, batch_size=args.batch_size,
                                 shuffle=True, generator=torch.Generator().manual_seed(args.seed), drop_last=True)
     val = torch.utils.data.DataLoader(Chirplets(synth, args.val_size, args.seed + 1), batch_size=args.batch_size)
     callback = SCRAPLCallback(

@@ -203,19 +203,6 @@ class ChirpletSynth(nn.Module):
         self._check_theta(theta)
         return self._log_uniform(theta[:, 0], self.am_hz_range), self._log_uniform(theta[:, 1], self.fm_oct_range)
 
-    def physical_to_params(self, am_hz: Tensor, fm_oct_per_s: Tensor) -> Tensor:
-        """Inverse of :meth:`params_to_physical`: shape ``(batch, 2)`` in ``[0, 1]``
-        (0 for a switched-off modulation)."""
-        out = []
-        for value, (low, high) in ((am_hz, self.am_hz_range), (fm_oct_per_s, self.fm_oct_range)):
-            if low == high == 0.0:
-                out.append(torch.zeros_like(value))
-            elif low == high:
-                out.append(torch.zeros_like(value))
-            else:
-                out.append(torch.log(value / low) / math.log(high / low))
-        return torch.stack(out, dim=-1)
-
     def _check_theta(self, theta: Tensor) -> None:
         if not isinstance(theta, Tensor):
             raise TypeError(f"theta must be a torch.Tensor, got {type(theta).__name__}")
