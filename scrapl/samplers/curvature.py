@@ -129,12 +129,7 @@ def largest_eigenvalues(
         raise ValueError(f"size must be a positive int, got {size!r}")
     if not isinstance(n_ops, int) or n_ops < 1:
         raise ValueError(f"n_ops must be a positive int, got {n_ops!r}")
-    if not isinstance(n_iter, int) or isinstance(n_iter, bool) or n_iter < 1:
-        raise ValueError(f"n_iter must be an int >= 1, got {n_iter!r}")
-    if tol is not None and not (isinstance(tol, (int, float)) and tol >= 0):
-        raise ValueError(f"tol must be a non-negative float or None, got {tol!r}")
-    if method not in ("power", "arnoldi"):
-        raise ValueError(f"method must be 'power' or 'arnoldi', got {method!r}")
+    _check_iteration(n_iter, tol, method)
     if init is None:
         init = torch.rand(n_ops, size, generator=_default_generator(generator), dtype=torch.float64)
     elif not isinstance(init, Tensor) or tuple(init.shape) != (n_ops, size):
@@ -293,6 +288,27 @@ class _PathBatch:
         return (self.full @ y.reshape(-1)).view_as(y)
 
 
+def _check_iteration(n_iter: Any, tol: Any, method: Any) -> None:
+    if not isinstance(n_iter, int) or isinstance(n_iter, bool) or n_iter < 1:
+        raise ValueError(f"n_iter must be an int >= 1, got {n_iter!r}")
+    if tol is not None and not (isinstance(tol, (int, float)) and tol >= 0):
+        raise ValueError(f"tol must be a non-negative float or None, got {tol!r}")
+    if method not in ("power", "arnoldi"):
+        raise ValueError(f"method must be 'power' or 'arnoldi', got {method!r}")
+
+
+def check_estimator_options(n_iter: Any, tol: Any, method: Any, loss_hessian: Any) -> None:
+    """The options of :class:`CurvatureEstimator` (also checked by ``run_warmup``
+    before it touches its folder).
+
+    Raises:
+        ValueError naming the option and the values allowed.
+    """
+    _check_iteration(n_iter, tol, method)
+    if loss_hessian not in ("auto", "block", "full"):
+        raise ValueError(f"loss_hessian must be 'auto', 'block' or 'full', got {loss_hessian!r}")
+
+
 class CurvatureEstimator:
     """theta-IS curvatures ``C_{u,p}`` for the paths of one encoder/synth setup.
 
@@ -383,14 +399,7 @@ class CurvatureEstimator:
                 raise TypeError(f"params[{i}] must be floating point, got {p.dtype}")
         if n_theta is not None and (not isinstance(n_theta, int) or isinstance(n_theta, bool) or n_theta < 1):
             raise ValueError(f"n_theta must be an int >= 1 or None, got {n_theta!r}")
-        if not isinstance(n_iter, int) or isinstance(n_iter, bool) or n_iter < 1:
-            raise ValueError(f"n_iter must be an int >= 1, got {n_iter!r}")
-        if tol is not None and not (isinstance(tol, (int, float)) and tol >= 0):
-            raise ValueError(f"tol must be a non-negative float or None, got {tol!r}")
-        if method not in ("power", "arnoldi"):
-            raise ValueError(f"method must be 'power' or 'arnoldi', got {method!r}")
-        if loss_hessian not in ("auto", "block", "full"):
-            raise ValueError(f"loss_hessian must be 'auto', 'block' or 'full', got {loss_hessian!r}")
+        check_estimator_options(n_iter, tol, method, loss_hessian)
         self.theta_fn = theta_fn
         self.synth_fn = synth_fn
         self.theta_fn_kwargs = list(theta_fn_kwargs)

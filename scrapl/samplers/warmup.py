@@ -50,7 +50,8 @@ from torch import Tensor
 
 from scrapl.atomic import atomic_write
 from scrapl.errors import WarmupError
-from scrapl.samplers.curvature import CurvatureEstimator, DistFn, EigenMethod, LossHessianMode, check_is_deterministic
+from scrapl.samplers.curvature import (CurvatureEstimator, DistFn, EigenMethod, LossHessianMode, check_estimator_options,
+                                      check_is_deterministic)
 from scrapl import checks
 from scrapl.samplers.files import atomic_save, load_vals_file, load_warmup_dir, probs_file, save_probs_file, vals_file
 from scrapl.samplers.probs import Agg, aggregate_vals, check_agg, check_eps, check_min_prob_frac, probs_from_curvatures
@@ -349,14 +350,10 @@ def run_warmup(
         raise TypeError("dist_fn must be callable: dist_fn(x, x_hat, path_idx) -> scalar tensor")
     checks.check_int("n_paths", n_paths, 1)
     checks.check_int("n_theta", n_theta, 1)
-    checks.check_int("n_iter", n_iter, 1)
+    check_estimator_options(n_iter, tol, method, loss_hessian)
     check_agg(agg)
     mpf = check_min_prob_frac(min_prob_frac)
     eps = check_eps(eps)
-    if method not in ("power", "arnoldi"):
-        raise ValueError(f"method must be 'power' or 'arnoldi', got {method!r}")
-    if loss_hessian not in ("auto", "block", "full"):
-        raise ValueError(f"loss_hessian must be 'auto', 'block' or 'full', got {loss_hessian!r}")
     todo_all = _check_paths(paths, n_paths)
     use_dist = _use_distributed(distributed)
     if shard is not None:
