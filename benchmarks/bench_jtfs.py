@@ -38,11 +38,9 @@ Run::
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import platform
-import re
 import statistics
 import subprocess
 import sys
@@ -65,26 +63,6 @@ def _inputs(batch: int, N: int, seed: int, device: str = "cpu") -> tuple[torch.T
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-
-
-def _rss_status() -> dict[str, int]:
-    out = {}
-    with open("/proc/self/status") as f:
-        for line in f:
-            m = re.match(r"(VmHWM|VmRSS):\s+(\d+) kB", line)
-            if m:
-                out[m.group(1)] = int(m.group(2)) * 1024
-    return out
-
-
-def _reset_peak() -> int:
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except OSError:  # pragma: no cover
-        pass
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    return _rss_status()["VmRSS"]
 
 
 def _median_time(fn: Callable[[], object], repeat: int, warmup: bool = True, device: str = "cpu") -> float:
@@ -190,6 +168,8 @@ def _clear_pools(module: torch.nn.Module) -> None:
 
 def mem_worker(spec: dict) -> None:
     """Fresh-process peak-memory measurement of one of our steps (see module docs)."""
+    from scrapl.demo.bench import rss_peak_bytes
+
     torch.set_num_threads(int(spec["threads"]))
     x0, xt = _inputs(int(spec["batch"]), spec["config"]["shape"], int(spec["seed"]))
     if spec["mode"] == "mem_path":
@@ -197,13 +177,11 @@ def mem_worker(spec: dict) -> None:
         i = spec["paths"][0]
         _path_step(loss, x0, xt, i)  # warm-up (FFT plans)
         _clear_pools(loss)  # the pooled work buffers count in the measured step
-        base = _reset_peak()
-        _path_step(loss, x0, xt, i)
+        peak = rss_peak_bytes(lambda: _path_step(loss, x0, xt, i))
     else:
         T = _ours(spec["config"])
-        base = _reset_peak()
-        _full_step(T, x0, xt)
-    print(json.dumps({"peak_bytes": _rss_status()["VmHWM"] - base}))
+        peak = rss_peak_bytes(lambda: _full_step(T, x0, xt))
+    print(json.dumps({"peak_bytes": peak}))
 
 
 # ---------------------------------------------------------------------- main

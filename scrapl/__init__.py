@@ -26,7 +26,7 @@ from scrapl.errors import (
     UnknownPluginError,
     WarmupError,
 )
-from scrapl.hookspecs import hookimpl
+from scrapl.hookspecs import hookimpl, plugins_hook
 from scrapl.interfaces import PathAwareOptimizer, PathInfo, PathSampler, PluginSpec, ScatteringTransform
 
 __version__ = "0.2.0"
@@ -64,6 +64,7 @@ __all__ = [
     "UnknownPluginError",
     "WarmupError",
     "hookimpl",
+    "plugins_hook",
     *sorted(_LAZY),
 ]
 

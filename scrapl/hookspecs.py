@@ -41,6 +41,8 @@ never called while training.  Hook implementations take no arguments.
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import pluggy
 
 PROJECT_NAME = "scrapl"
@@ -65,3 +67,17 @@ def scrapl_register_plugins() -> list:  # pragma: no cover - specification only
         :mod:`scrapl.interfaces`).  Called once per plugin when the registry loads;
         an exception raised here marks only this plugin as broken.
     """
+
+
+def plugins_hook(specs: "list[Any]") -> "Callable[[], list[Any]]":
+    """A ``scrapl_register_plugins`` hook implementation returning ``specs``.
+
+    A plugin module keeps its specs in a list and exposes them with one line::
+
+        scrapl_register_plugins = scrapl.plugins_hook(PLUGINS)
+    """
+
+    def scrapl_register_plugins() -> list[Any]:
+        return list(specs)
+
+    return hookimpl(scrapl_register_plugins)

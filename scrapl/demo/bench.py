@@ -31,7 +31,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-__all__ = ["run_bench", "format_bench", "peak_memory_bytes"]
+__all__ = ["run_bench", "format_bench", "peak_memory_bytes", "rss_peak_bytes"]
 
 
 def _sync(device: torch.device) -> None:
@@ -59,7 +59,7 @@ def _proc_status() -> dict[str, int]:
     return out
 
 
-def _rss_peak(fn: Callable[[], Any]) -> int | None:
+def rss_peak_bytes(fn: Callable[[], Any]) -> int | None:
     """Peak RSS increase of this process while ``fn()`` runs, or ``None`` where the
     kernel's peak counter cannot be reset (not Linux, or no permission)."""
     try:
@@ -114,7 +114,7 @@ def peak_memory_bytes(fn: Callable[[], Any], device: torch.device,
         torch.cuda.synchronize(device)
         return int(torch.cuda.max_memory_allocated(device) - base)
     if device.type == "cpu":
-        peak = _rss_peak(fn)
+        peak = rss_peak_bytes(fn)
         if peak is not None:
             return peak
     return _profiler_peak(fn)

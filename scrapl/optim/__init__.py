@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Optional
 
-from scrapl.hookspecs import hookimpl
+from scrapl.hookspecs import plugins_hook
 from scrapl.interfaces import PathSource, PluginSpec
 from scrapl.optim.base import PathOptimizerBase
 from scrapl.optim.config import PAdamConfig, PAdamSAGAConfig, PSAGAConfig, SGDConfig, merge_overrides
@@ -95,11 +95,7 @@ PLUGINS: list[PluginSpec] = [
     ),
 ]
 
-
-@hookimpl
-def scrapl_register_plugins() -> list[PluginSpec]:
-    """This module's plugins (registered like any third-party plugin)."""
-    return list(PLUGINS)
+scrapl_register_plugins = plugins_hook(PLUGINS)  # registered like any third-party plugin
 
 
 def __getattr__(name: str) -> Any:

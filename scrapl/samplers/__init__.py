@@ -14,7 +14,7 @@ The warmup machinery (:mod:`~scrapl.samplers.curvature`,
 
 from __future__ import annotations
 
-from scrapl.hookspecs import hookimpl
+from scrapl.hookspecs import plugins_hook
 from scrapl.interfaces import PluginSpec
 from scrapl.samplers.base import PROBS_SUM_TOL, ProbabilitySampler, validate_probs
 from scrapl.samplers.curvature import CurvatureEstimator, check_is_deterministic, largest_eigenvalues, path_curvatures
@@ -80,8 +80,4 @@ PLUGINS: list[PluginSpec] = [
     ),
 ]
 
-
-@hookimpl
-def scrapl_register_plugins() -> list[PluginSpec]:
-    """This module's plugins (registered like any third-party plugin)."""
-    return list(PLUGINS)
+scrapl_register_plugins = plugins_hook(PLUGINS)  # registered like any third-party plugin

@@ -10,7 +10,7 @@ precomputed operators), :mod:`.core` (pure torch functions), :mod:`.module`
 
 from __future__ import annotations
 
-from scrapl.hookspecs import hookimpl
+from scrapl.hookspecs import plugins_hook
 from scrapl.interfaces import PluginSpec
 from scrapl.transforms.jtfs.config import JTFSConfig
 from scrapl.transforms.jtfs.module import JTFS
@@ -38,8 +38,4 @@ PLUGINS: list[PluginSpec] = [
     )
 ]
 
-
-@hookimpl
-def scrapl_register_plugins() -> list[PluginSpec]:
-    """This module's plugins (registered like any third-party plugin)."""
-    return list(PLUGINS)
+scrapl_register_plugins = plugins_hook(PLUGINS)  # registered like any third-party plugin

@@ -12,7 +12,7 @@ Example::
 
 from __future__ import annotations
 
-from scrapl.hookspecs import hookimpl
+from scrapl.hookspecs import plugins_hook
 from scrapl.interfaces import PluginSpec
 from scrapl.transforms.scattering1d.config import Scattering1DConfig
 from scrapl.transforms.scattering1d.module import TimeScattering
@@ -40,8 +40,4 @@ PLUGINS: list[PluginSpec] = [
     )
 ]
 
-
-@hookimpl
-def scrapl_register_plugins() -> list[PluginSpec]:
-    """This module's plugins (registered like any third-party plugin)."""
-    return list(PLUGINS)
+scrapl_register_plugins = plugins_hook(PLUGINS)  # registered like any third-party plugin

@@ -12,7 +12,7 @@ Example::
 
 from __future__ import annotations
 
-from scrapl.hookspecs import hookimpl
+from scrapl.hookspecs import plugins_hook
 from scrapl.interfaces import PluginSpec
 from scrapl.transforms.scattering2d.config import Scattering2DConfig
 from scrapl.transforms.scattering2d.module import ImageScattering
@@ -38,8 +38,4 @@ PLUGINS: list[PluginSpec] = [
     )
 ]
 
-
-@hookimpl
-def scrapl_register_plugins() -> list[PluginSpec]:
-    """This module's plugins (registered like any third-party plugin)."""
-    return list(PLUGINS)
+scrapl_register_plugins = plugins_hook(PLUGINS)  # registered like any third-party plugin
