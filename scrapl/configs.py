@@ -35,16 +35,16 @@ class LossConfig(StrictModel):
         p: order of the norm of each path's coefficient difference (> 0).
         use_rho_log1p: compare ``log1p(S / log1p_eps)`` instead of ``S``.
         log1p_eps: scale of the log1p compression (> 0).
-        reduction: ``"mean"`` over batch and channels (the reference), ``"sum"``, or
+        reduction: ``"mean"`` over batch and channels (default), ``"sum"``, or
             ``"none"`` (one distance per example, shape ``(batch, channels)``).
         crop_time: crop padded time frames as the full transform does.  ``False``
-            reproduces the reference SCRAPL loss values (which keep them).
+            (default) keeps them, which gives scrapl-loss 0.1.0's loss values.
         path_per_step: draw one path per optimizer step: training forwards reuse the
             drawn path until the optimizer consumes it (gradient accumulation, several
             loss terms and two forwards per backward then stay consistent).  ``False``
-            draws a new path at every training forward, as the reference does.
+            draws a new path at every training forward.
         eval_paths: what an ``eval()``-mode forward computes: ``"sample"`` (a random
-            path, like the reference) or ``"all"`` (the deterministic full-tree
+            path) or ``"all"`` (the deterministic full-tree
             distance, the mean over all paths).
         check_finite: raise ``ValueError`` on NaN/inf input values.
     """

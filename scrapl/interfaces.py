@@ -117,7 +117,7 @@ class ScatteringTransform(nn.Module, abc.ABC):
             x: signal, shape ``(*batch, samples)`` with ``samples == n_samples``.
             i: path index in ``[0, n_paths)``.
             crop_time: crop the time axis as the full transform does (``True``), or
-                keep the padded frames as the reference SCRAPL loss does (``False``).
+                keep the frames of the padded signal (``False``).
 
         Returns:
             Tensor of shape ``(*batch, freq, time)``.
@@ -153,7 +153,7 @@ class PathSampler(abc.ABC):
     @abc.abstractmethod
     def sample(self, seed: int | None = None) -> int:
         """Draw a path index.  If ``seed`` is given the generator is re-seeded with
-        it first (the reference's ``forward(..., seed=...)`` behaviour)."""
+        it first."""
 
     @abc.abstractmethod
     def state_dict(self) -> dict[str, Any]:

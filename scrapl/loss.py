@@ -195,7 +195,7 @@ class PathLoss(nn.Module):
         """Physical description of every path (:class:`scrapl.PathInfo`)."""
         return list(self.transform.path_infos)
 
-    # the tracker's counters, under the reference's names
+    # the tracker's counters (read-only views of ``self.tracker``)
     @property
     def curr_path_idx(self) -> Optional[int]:
         """Path of the last forward (``None`` before the first)."""

@@ -1,4 +1,4 @@
-"""The reference's module path ``scrapl.scrapl_loss`` (``from scrapl.scrapl_loss import
+"""Module path ``scrapl.scrapl_loss`` of scrapl-loss 0.1.0 (``from scrapl.scrapl_loss import
 SCRAPLLoss``, also a ``class_path`` in YAML configs): the drop-in of :mod:`scrapl.compat`."""
 
 from scrapl.compat.loss import SCRAPLLoss

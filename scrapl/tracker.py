@@ -25,9 +25,9 @@ class PathTracker:
     Attributes:
         curr_path_idx: path of the last forward (any mode), ``None`` before.
         path_counts: training forwards per path.
-        scrapl_t: number of training forwards (the reference's step counter).
+        scrapl_t: number of training forwards.
         last_train_path: path of the last training forward whose result required
-            grad (what the reference's gradient hooks read).
+            grad (the path the ``attach_params`` gradient hooks attribute gradients to).
         step_paths: distinct paths of such forwards since the last
             :meth:`consume_path`, in order.
         held_path: with ``path_per_step``, the path reused until

@@ -7,7 +7,7 @@ arm through the same loop):
   probabilities (warmup before training) and the ``p_adam_saga`` optimizer;
 * ``full_jtfs``: the distance over all paths of the same transform, Adam;
 * ``mss``: auraloss's multi-resolution STFT loss, Adam;
-* ``supervised``: an L1 loss on the parameters (the reference point of the
+* ``supervised``: an L1 loss on the parameters (a reference point of the
   error-against-cost plot).
 
 The held-out parameter error of each is compared with predicting the middle of the

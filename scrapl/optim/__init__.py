@@ -1,6 +1,6 @@
 """Path-aware optimizers: P-Adam, P-SAGA, P-Adam+SAGA and SGD as ``torch.optim``
 optimizers whose ``step(closure=None, path=None)`` knows which SCRAPL path produced
-the gradient, and :class:`PathGradHooks` for the reference's ``attach_params`` API.
+the gradient, and :class:`PathGradHooks`, the gradient hooks of ``SCRAPLLoss.attach_params``.
 
 Plugins (kind ``"optimizer"``), built by ``factory(config, params, *, n_paths,
 path_source, **overrides)``:

@@ -149,7 +149,7 @@ def p_adam_denominators_(
         g_cur = (m / bias1) / sqrt(eps + v / bias2),  D = sqrt(v + eps * bias2),
         c = sqrt(bias2) / bias1
 
-    Without (the reference package and ``torch.optim.Adam``)::
+    Without (the formula of ``torch.optim.Adam``)::
 
         g_cur = (m / bias1) / (sqrt(v / bias2) + eps),  D = sqrt(v) + eps * sqrt(bias2)
 

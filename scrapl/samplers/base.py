@@ -1,18 +1,18 @@
 """Common machinery of the probability-vector path samplers.
 
 :class:`ProbabilitySampler` keeps a float64 CPU probability vector and a CPU
-``torch.Generator`` and draws exactly as the reference ``SCRAPLLoss.sample_path``:
+``torch.Generator`` and draws as follows:
 
 * with ``sample_all_paths_first``, while some path was never drawn, it pops a
   uniformly random element of the list of unsampled paths
   (``torch.randint(0, len(unsampled), (1,), generator=g)``);
 * then ``torch.multinomial(probs, 1, generator=g)``.
 
-With the same seed (``sample(seed=...)`` re-seeds the generator first, like the
-reference's ``forward(..., seed=...)``) the draws are identical to the reference's.
-Unlike the reference, an unseeded draw uses the sampler's own generator, never
-torch's global one, so a run is reproducible from the generator's seed alone and a
-checkpoint (:meth:`ProbabilitySampler.state_dict`) resumes the same sequence.
+``sample(seed=...)`` re-seeds the generator first; a seeded draw then equals
+scrapl-loss 0.1.0's ``forward(..., seed=...)`` draw (docs/compat.md).  An unseeded
+draw uses the sampler's own generator, so a run is reproducible from the generator's
+seed alone and a checkpoint (:meth:`ProbabilitySampler.state_dict`) resumes the same
+sequence.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ class ProbabilitySampler(PathSampler):
             fresh one (torch's default seed, so still deterministic).
         probs: initial probabilities ``(P,)``; ``None`` = uniform ``1/P``.
         sample_all_paths_first: visit every path once, in random order, before
-            drawing from ``probs`` (the reference's option of the same name).
+            drawing from ``probs``.
     """
 
     def __init__(
@@ -116,7 +116,7 @@ class ProbabilitySampler(PathSampler):
     @property
     def uses_global_generator(self) -> bool:
         """Whether draws come from torch's global CPU generator (the drop-in built
-        without a seed, as the reference); its state is then not part of
+        without a seed); its state is then not part of
         :meth:`state_dict`."""
         return self.generator is torch.default_generator
 
@@ -144,8 +144,7 @@ class ProbabilitySampler(PathSampler):
         """Draw a path index in ``[0, P)``.
 
         Args:
-            seed: if given, ``generator.manual_seed(seed)`` first (reference
-                behaviour of ``forward(..., seed=...)``).
+            seed: if given, ``generator.manual_seed(seed)`` first.
         """
         if seed is not None:
             if isinstance(seed, bool) or not isinstance(seed, int):

@@ -1,25 +1,25 @@
 """Curvature of the SCRAPL loss landscape for theta-importance sampling (theta-IS).
 
 For an encoder ``E`` (weights ``w``, output ``theta = E(x)`` of shape ``(B, U)``), a
-synthesizer ``D`` and the distance ``d_p`` of one scattering path ``p``, the
-reference package (scrapl-loss 0.1.0) measures, for every synth parameter ``u``, the
-largest-magnitude eigenvalue of the linear operator
+synthesizer ``D`` and the distance ``d_p`` of one scattering path ``p``, theta-IS
+measures, for every synth parameter ``u``, the largest-magnitude eigenvalue of the
+linear operator
 
     A_{u,p} = d/dw [ g_{u,p}(w) ],   g_{u,p}(w) = sum_b s_{b,u}(w) * grad_w E_{b,u}(w),
     s(w) = d L_p / d theta  at theta = E(w),  L_p = d_p(x, D(theta))
 
 i.e. ``grad_w (s_{x,u,p}(w) * grad_w E_{x,u}(w))`` of the paper, summed over the
-warmup batches (the operators of the batches are added before the eigenvalue is
-taken; the reference adds, it does not average, and so do we so that the numbers
-stored in ``vals_{p}.pt`` files are interchangeable).  It is applied through
+warmup batches (the operators of the batches are added, not averaged, before the
+eigenvalue is taken, so ``vals_{p}.pt`` files are interchangeable with scrapl-loss
+0.1.0's; docs/compat.md).  It is applied through
 vector-Jacobian products ("Hessian-vector products") ``v -> A^T v``; ``A`` and
 ``A^T`` have the same eigenvalues.
 
 How we make this cheap
 ----------------------
-The reference back-propagates through the scattering transform twice for every
-power-iteration step and every ``u`` (``20 * U`` double backward passes per path,
-and per batch).  But ``A_{u,p}`` depends on the loss only through ``s`` and the
+Evaluated directly, every power-iteration step back-propagates through the
+scattering transform twice for every ``u`` (``20 * U`` double backward passes per
+path, and per batch).  But ``A_{u,p}`` depends on the loss only through ``s`` and the
 Hessian ``H = d^2 L_p / d theta^2`` (a ``BU x BU`` matrix) at the current ``theta``:
 
     A_{u,p} = J_u^T [H J]_u + sum_b s_{b,u} * Hess_w E_{b,u},   J = d theta / d w.
@@ -37,7 +37,7 @@ diagonal and ``U`` batched Hessian-vector products give every block.
 (once per batch) and falls back to the ``B * U`` products of the full Hessian when
 the check fails.
 
-Eigenvalues: ``method="power"`` is the reference's power iteration (Rayleigh quotient,
+Eigenvalues: ``method="power"`` is a power iteration (Rayleigh quotient,
 ``n_iter`` steps, early stop at relative change ``tol``); ``method="arnoldi"`` spends the
 same number of products on a Krylov basis and takes the largest-magnitude Ritz value,
 which also converges when the top eigenvalues are close or ``+-lambda`` (common for
@@ -107,14 +107,14 @@ def largest_eigenvalues(
         n_ops: number of operators ``U`` iterated together.
         n_iter: maximum number of operator applications per operator (>= 1).
         tol: stop iterating an operator once the relative change of its eigenvalue
-            estimate falls below ``tol`` (the reference's ``power_iter_err_threshold``,
-            1e-4); ``None`` always runs ``n_iter`` steps.
-        generator: CPU generator of the start vectors (uniform in [0, 1), as the
-            reference); ``None`` uses a fresh generator seeded with 0.
+            estimate falls below ``tol`` (default 1e-4); ``None`` always runs
+            ``n_iter`` steps.
+        generator: CPU generator of the start vectors (uniform in [0, 1));
+            ``None`` uses a fresh generator seeded with 0.
         dtype, device: of the vectors passed to ``matvec``.
         init: optional ``(n_ops, size)`` start vectors (then ``generator`` is unused).
         method: ``"power"`` (default): power iteration, the estimate is the Rayleigh
-            quotient ``v^T A v`` of the last unit iterate, as the reference.
+            quotient ``v^T A v`` of the last unit iterate.
             ``"arnoldi"``: the largest-magnitude Ritz value of the Krylov space spanned
             by the same number of products.  Same cost, but it also finds the
             dominant eigenvalue when the top two are close or of opposite signs
@@ -233,8 +233,8 @@ def check_is_deterministic(
     """Run encoder and synth twice on one batch and compare (``torch.allclose``).
 
     Returns ``True`` when both are deterministic; otherwise ``False`` and, if
-    ``warn``, a ``RuntimeWarning`` saying which one is not (as the reference, this is
-    a warning: the warmup still runs).
+    ``warn``, a ``RuntimeWarning`` saying which one is not (only a warning: the
+    warmup still runs).
     """
     skw = dict(synth_fn_kwargs or {})
     with torch.no_grad():
@@ -327,9 +327,9 @@ class CurvatureEstimator:
         synth_fn_kwargs: optional list (same length) of extra synth arguments.
         n_theta: expected ``U`` (checked against ``theta_fn``'s output); ``None``
             takes it from the output.
-        n_iter: power-iteration steps (>= 1), 20 as the reference.
-        tol: early-stopping relative tolerance of the power iteration (1e-4 as the
-            reference) or ``None``.
+        n_iter: power-iteration steps (>= 1, default 20).
+        tol: early-stopping relative tolerance of the power iteration (default 1e-4)
+            or ``None``.
         loss_hessian: ``"block"`` assumes each example's loss depends on its own
             ``theta_b`` only (``U`` Hessian-vector products per batch and path),
             ``"full"`` computes all ``B*U`` of them, ``"auto"`` (default) checks the
@@ -344,7 +344,7 @@ class CurvatureEstimator:
             a loop silently when the transform has no batching rule (the JTFS's
             fused kernels; :attr:`hvp_loop_reason`), the encoder's stay batched; a
             vmap error in the encoder's products warns and continues with the loop.
-        method: eigenvalue algorithm, ``"power"`` (the reference's) or ``"arnoldi"``
+        method: eigenvalue algorithm, ``"power"`` (default) or ``"arnoldi"``
             (same number of products, robust to close or opposite-sign top
             eigenvalues); see :func:`largest_eigenvalues`.
     """
@@ -582,7 +582,7 @@ class CurvatureEstimator:
             path_idx: the path ``p``.
             generator: CPU generator for the random vectors (``None``: seed 0).
             param_groups: compute separately for each group of ``params`` (the
-                reference's ``agg != "none"``); ``None`` = one group of all params.
+                warmup's ``agg != "none"``); ``None`` = one group of all params.
 
         Returns:
             ``(G, U)`` float64 CPU tensor, ``G`` = number of parameter groups.

@@ -1,4 +1,4 @@
-"""Warmup and probability files (compatible with the reference both ways).
+"""Warmup and probability files (same format as scrapl-loss 0.1.0's, readable both ways).
 
 ``<warmup_dir>/vals_{p}.pt``: tensor ``(G, U)`` of curvatures of path ``p`` (``G = 1``
 unless the warmup used ``agg != "none"``, then one row per parameter tensor);

@@ -110,8 +110,8 @@ def log_probs_from_curvatures(vals: Tensor, min_prob_frac: float = 0.0, eps: flo
 
 
 def aggregate_vals(vals: Tensor, agg: Agg = "none", *, name: str = "vals") -> Tensor:
-    """Reduce a warmup file's ``(G, U)`` curvatures to ``(U,)`` (reference semantics:
-    ``"none"`` requires ``G == 1``; ``"med"`` is ``torch.median``, the lower median)."""
+    """Reduce a warmup file's ``(G, U)`` curvatures to ``(U,)`` (``"none"`` requires
+    ``G == 1``; ``"med"`` is ``torch.median``, the lower median)."""
     check_agg(agg)
     if agg == "none":
         if vals.size(0) != 1:

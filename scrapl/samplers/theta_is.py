@@ -149,7 +149,7 @@ class ThetaISSampler(ProbabilitySampler, CurvatureSampler):
 
     def update_curvatures(self, vals: Tensor) -> None:
         """Merge new curvatures: non-NaN entries of ``vals`` overwrite, NaN keep the
-        current ones (several partial warmups add up, as in the reference)."""
+        current ones (several partial warmups add up)."""
         v = self._check_vals(vals)
         merged = torch.where(torch.isnan(v), self.curvatures, v)
         self.set_curvatures(merged)

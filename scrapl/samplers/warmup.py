@@ -4,7 +4,7 @@
 :mod:`scrapl.samplers.curvature`) for a set of paths and returns a ``(P, U)``
 tensor.  With a ``save_dir`` every path's result is written as soon as it is known,
 atomically (temporary file + ``os.replace``), as ``vals_{p}.pt`` of shape
-``(G, U)`` (the reference's file format), so
+``(G, U)`` (format: :mod:`scrapl.samplers.files`), so
 
 * an interrupted warmup, run again with the same ``save_dir``, computes only the
   paths that have no file yet (``resume=True``) and loses nothing;
@@ -312,7 +312,7 @@ def run_warmup(
         save_dir: write ``vals_{p}.pt`` there as results come in (and ``probs.pt``
             once all ``P`` paths are known); ``None`` keeps results in memory only.
         n_iter, tol: power-iteration steps and early-stopping tolerance.
-        agg: ``"none"`` (all params together, reference default) or ``"mean"`` /
+        agg: ``"none"`` (all params together, default) or ``"mean"`` /
             ``"max"`` / ``"med"``: one curvature per parameter tensor, reduced.
         resume: reuse existing ``vals_{p}.pt`` files of ``save_dir`` (otherwise they
             are recomputed and overwritten); only if the folder's ``warmup.json``
@@ -333,7 +333,7 @@ def run_warmup(
             :class:`scrapl.samplers.curvature.CurvatureEstimator` (``method="arnoldi"``:
             same cost, robust when the top eigenvalues are close or ``+-lambda``).
         check_determinism: warn (``RuntimeWarning``) if encoder or synth is not
-            deterministic on the first batch, as the reference does.
+            deterministic on the first batch (the warmup still runs).
 
     Returns:
         ``(P, U)`` float64 CPU tensor of non-negative curvatures; NaN rows for paths

@@ -165,8 +165,9 @@ def wavelet_params(J: int, Q: int, sigma0: float = SIGMA0, r_psi: float = R_PSI)
     Geometric progression (ratio ``2**(1/Q)``, constant ``xi / sigma``) from
     :func:`xi_max` down to the elbow where ``sigma`` reaches ``sigma0 / 2**J``, then
     ``Q - 1`` wavelets of constant bandwidth ``sigma0 / 2**J`` with arithmetically
-    decreasing centres.  The repeated in-place division and subtraction of the
-    reference are kept, since loop termination depends on float64 comparisons.
+    decreasing centres.  The ``(xi, sigma)`` values come from repeated in-place
+    division and subtraction (not closed forms), since loop termination depends on
+    float64 comparisons.
 
     Args:
         J: log2 of the largest wavelet scale (>= 0).
@@ -182,7 +183,7 @@ def wavelet_params(J: int, Q: int, sigma0: float = SIGMA0, r_psi: float = R_PSI)
     sigma = sigma_psi(xi, Q, r=r_psi)
     sigma_min = sigma0 / 2**J
     if sigma <= sigma_min:
-        xi = sigma  # degenerate bank: no geometric part (the reference's choice)
+        xi = sigma  # degenerate bank: no geometric part; the constant-bandwidth part starts at xi = sigma
     else:
         out.append((xi, sigma))
         while sigma > (sigma_min * math.pow(2, 1 / Q)):

@@ -71,8 +71,8 @@ class JTFSConfig(PluginConfig):
             ``1 <= F <= 2**J_fr``; ``None`` means ``2**J_fr``.
         check_finite: raise ``ValueError`` on NaN/inf input values.
 
-    'global' or 0 (no averaging) values of T / F are not supported: the reference's
-    joint array output cannot represent them.
+    'global' or 0 (no averaging) values of T / F are not supported: the joint array
+    output cannot represent them.
     """
 
     name: Literal["jtfs"] = "jtfs"

@@ -7,7 +7,7 @@ Shapes use ``B`` for the flattened batch, ``N_pad`` for the padded signal length
 float64/complex128; the algorithm is the one described in
 :mod:`scrapl.transforms.jtfs.filterbank`.
 
-Complex moduli carry the reference's ``1e-12`` floor and a custom backward
+Complex moduli are ``sqrt(re^2 + im^2) + 1e-12`` with a custom backward
 ``g * z / |z|`` that is exactly zero where ``|z| == 0``, so exact zeros in
 the zero-padded regions never produce NaN gradients.
 """
@@ -47,7 +47,7 @@ __all__ = [
     "wavelet_modulus",
 ]
 
-#: Added to every complex modulus (the reference implementation's floor).
+#: Added to every complex modulus after its square root: ``|z| = sqrt(re^2 + im^2) + MODULUS_FLOOR``.
 MODULUS_FLOOR: float = 1e-12
 
 
@@ -123,8 +123,9 @@ def wavelet_modulus(x_hat: Tensor, idx: Tensor, coef: Tensor, L: int, one_sided:
             imaginary parts with two inverse real FFTs (planar, faster modulus).
 
     Returns:
-        ``(B, nf, L)`` real; equals the reference up to a per-row phase ramp that the
-        modulus removes (the window is moved to bin 0 / 1).
+        ``(B, nf, L)`` real, the modulus ``U1``; the complex rows before it differ from
+        ``IFFT_L(sub(X * psi1, N_pad / L))`` by a per-row phase ramp (the window is
+        moved to bin 0 / 1), which the modulus removes.
     """
     c = _gather(x_hat, idx) * coef  # (B, nf, W, 2)
     if one_sided:
@@ -764,8 +765,8 @@ def second_order_rows(u1_hats: list[Tensor], coef: list[Tensor], segments: list[
         pool: optional :class:`BufferPool` for the inverse FFT's output.
 
     Returns:
-        complex ``(B, n1_max, T2)``; equal to the reference up to a phase ramp common
-        to all rows.
+        complex ``(B, n1_max, T2)``: ``Y2`` times a phase ramp common to all rows (the
+        windows are moved to bin 0), which a later modulus removes.
     """
     W = coef[0].shape[0]
     win = SecondOrderSpectrum.apply(tuple(coef), tuple(segments), T2 if fold is None else W, *u1_hats)

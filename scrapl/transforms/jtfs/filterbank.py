@@ -2,14 +2,13 @@
 
 Two layers:
 
-1. :func:`design_filterbank` builds the reference filterbanks of the joint
+1. :func:`design_filterbank` builds the full (untruncated) filterbanks of the joint
    time-frequency scattering exactly as Kymatio 0.4 does:
    first-order ``psi1`` and second-order ``psi2`` Morlet wavelets and the low-pass
    ``phi`` on the padded time grid (``N_pad`` bins), the frequential wavelets
    ``psi_fr`` and low-pass ``phi_fr`` on the padded log-frequency grid (``N_fr``
-   bins).  Every array is computed in float64 and then rounded to float32 (the
-   reference stores float32 buffers); it is returned as float64 holding those
-   float32 values.
+   bins).  Every array is computed in float64 and then rounded to float32; it is
+   returned as float64 holding those float32 values.
 
 2. :func:`build_plan` turns the banks into what :mod:`scrapl.transforms.jtfs.core`
    needs, all independent of the input signal:
@@ -66,7 +65,7 @@ TIME_REL_TOL: float = 1e-10
 #: treated as zero (their modulus is the floor).  The matrices come from float32
 #: filters, whose rounding leaves a floor near 6e-8 of the peak in every row.
 FREQ_ROW_REL_TOL: float = 1e-7
-#: Added to every complex modulus (the reference's floor).
+#: Added to every complex modulus after its square root.
 MODULUS_FLOOR: float = 1e-12
 
 
@@ -77,7 +76,7 @@ def _f32(a: np.ndarray) -> np.ndarray:
 
 @dataclass
 class JTFSBank:
-    """Reference filterbanks of one JTFS configuration (float32 values in float64).
+    """Full (untruncated) filterbanks of one JTFS configuration (float32 values in float64).
 
     Time filters live on the padded grid of ``N_pad`` bins; ``*_levels[l]`` is the
     filter for a signal decimated by ``2**l`` (length ``N_pad / 2**l``).  Frequential
@@ -137,7 +136,7 @@ class JTFSBank:
 
 def design_filterbank(N: int, J: int, Q1: int, Q2: int, J_fr: int, Q_fr: int, T: int | None = None,
                       F: int | None = None) -> JTFSBank:
-    """Build the reference JTFS filterbanks.
+    """Build the full (untruncated) JTFS filterbanks.
 
     Arguments are those of :class:`scrapl.transforms.jtfs.JTFSConfig` (assumed
     validated).  ``T``/``F`` default to ``2**J`` / ``2**J_fr``.

@@ -51,8 +51,8 @@ class JTFS(ScatteringTransform):
     J_fr, Q_fr, T, F, format='joint', out_type='array')`` as bundled with scrapl-loss
     0.1.0, up to a relative L2 error of about 1e-6 in float32 (it is not bit-exact:
     filters are truncated where they fall below 1e-10 of their peak, and operations
-    are reordered).  Path ``i`` is the reference ``SCRAPLLoss.scrapl_keys[i]``: the
-    key ``(n2, n_fr)``, sorted.
+    are reordered).  Path ``i`` is the ``i``-th key ``(n2, n_fr)`` in sorted order
+    (the order of scrapl-loss 0.1.0's ``SCRAPLLoss.scrapl_keys``).
 
     Args:
         shape: signal length ``N`` in samples.
@@ -64,11 +64,11 @@ class JTFS(ScatteringTransform):
     * :meth:`forward_path` ``(*batch, N) -> (*batch, F_out, T_out)``
     * :meth:`forward` ``(*batch, N) -> (*batch, n_paths, F_out, T_out)``
     * :meth:`forward_full` ``(*batch, N) -> (*batch, n_first + n_paths, F_out, T_out)``,
-      the reference's complete joint output (first-order channels ``(n_fr,)`` for
+      the complete joint output (first-order channels ``(n_fr,)`` for
       ``n_fr = 0..K`` first).
 
     With ``crop_time=False`` the time axis keeps the ``T_out_padded = N_pad / 2**s``
-    frames of the padded signal, as the reference SCRAPL loss does.
+    frames of the padded signal (the frames :class:`scrapl.SCRAPLLoss` compares by default).
 
     Dtypes: float32 or float64 input matching the buffers' dtype (call ``.double()``
     on the module for float64 input; a mismatch raises ``TypeError``).  All filters are
@@ -320,7 +320,7 @@ class JTFS(ScatteringTransform):
             i: path index in ``[0, n_paths)``.
             crop_time: crop to the ``T_out`` frames of the unpadded signal (channel
                 ``n_first + i`` of :meth:`forward_full`); ``False`` keeps all
-                ``T_out_padded`` frames (the reference SCRAPL single-path output).
+                ``T_out_padded`` frames of the padded signal.
 
         Returns:
             ``(*batch, F_out, T_out)`` (or ``T_out_padded`` frames).
@@ -392,7 +392,7 @@ class JTFS(ScatteringTransform):
         return torch.stack(outs, dim=1)
 
     def forward_full(self, x: Tensor, *, crop_time: bool = True) -> Tensor:
-        """The reference's complete joint output ``(*batch, n_first + n_paths, F_out,
+        """The complete joint output ``(*batch, n_first + n_paths, F_out,
         T_out)``: first-order channels ``(n_fr,)``, ``n_fr = 0..K``, then all paths."""
         xb, batch_shape, scale = self._prepare(x)
         x_hat = self._input_spectrum(xb)

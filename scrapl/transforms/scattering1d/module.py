@@ -251,7 +251,7 @@ class TimeScattering(ScatteringTransform):
             i: path index in ``[0, n_paths)``.
             crop_time: crop to the ``n_frames`` frames of the signal (Kymatio's
                 output); ``False`` keeps the ``n_frames_padded`` frames of the padded
-                signal (as the reference SCRAPL loss does for JTFS).
+                signal.
 
         Returns:
             ``(*batch, 1, n_frames)`` (or ``n_frames_padded``), dtype of ``x``.
