@@ -267,3 +267,15 @@ def test_chirplet_batches_are_cached_in_blocks_not_one_allocation_each() -> None
     for i in (0, 11):  # same values as generated one by one
         for key in ("x", "theta", "shifts_hat"):
             assert torch.equal(again.batch(0, i, 2)[key], batches[i][key])
+
+
+def test_plain_torch_adam_arm_draws_a_new_path_every_step(tmp_path: Path) -> None:
+    """torch.optim.Adam does not consume the loss's path: the runner must, or the
+    arm trains on the first path drawn for ever."""
+    spec = tiny(arms=[{"name": "plain", "optimizer": {"name": "adam", "lr": 1e-4}}, {"name": "p_adam"}], seeds=[0],
+                budget={"steps": 12, "val_every": 12, "batch_size": 2})
+    spec["arms"][1]["optimizer"] = {"name": "p_adam"}
+    res = ablate(spec, tmp_path / "o", progress=False, plots=False)
+    drawn = {r["arm"]: r["info"]["distinct_paths_drawn"] for r in res.records}
+    assert drawn["plain"] > 3 and drawn["p_adam"] > 3
+    assert drawn["plain"] == drawn["p_adam"]  # same seed: the same path sequence

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from scrapl.ablation.spec import AblationSpec, ArmSpec, arm_config, load_spec, torch_optimizer_kwargs
 from scrapl.ablation.tasks import Task, make_task
+from scrapl.interfaces import PathAwareOptimizer
 
 __all__ = ["run_one", "signal_length", "build_task"]
 
@@ -60,6 +61,11 @@ class _Setup:
     def __init__(self, loss: Callable[..., Tensor] | None, opt: torch.optim.Optimizer, info: dict[str, Any],
                  built: Any = None, setup_seconds: float = 0.0) -> None:
         self.loss, self.opt, self.info, self.built, self.setup_seconds = loss, opt, info, built, setup_seconds
+        # A path-aware optimizer consumes the loss's path in its step; any other one
+        # does not, and the loss (path_per_step) would keep drawing the same path.
+        is_path_aware = isinstance(opt, PathAwareOptimizer)
+        self.consume: Callable[[], Any] | None = (
+            None if built is None or is_path_aware or not hasattr(loss, "consume_path") else loss.consume_path)
 
 
 def _setup(spec: AblationSpec, arm: ArmSpec, task: Task, model: nn.Module, seed: int, progress: bool) -> _Setup:
@@ -193,6 +199,8 @@ def run_one(
             raise FloatingPointError(f"arm {arm.name!r} seed {seed}: non-finite loss {float(loss)} at step {step}")
         loss.backward()
         setup.opt.step()
+        if setup.consume is not None:
+            setup.consume()  # a plain torch optimizer: hand the loss its next path
         train_s += time.perf_counter() - t0
         train_cpu += time.process_time() - c0
         running.append(float(loss.detach()))
