@@ -279,3 +279,20 @@ def test_plain_torch_adam_arm_draws_a_new_path_every_step(tmp_path: Path) -> Non
     drawn = {r["arm"]: r["info"]["distinct_paths_drawn"] for r in res.records}
     assert drawn["plain"] > 3 and drawn["p_adam"] > 3
     assert drawn["plain"] == drawn["p_adam"]  # same seed: the same path sequence
+
+
+def test_step_time_is_split_by_stage(tmp_path: Path) -> None:
+    from scrapl.ablation.runner import STAGES
+    from scrapl.demo.train import format_stage_split
+
+    spec = tiny(seeds=[0])
+    res = ablate(spec, tmp_path / "o", progress=False, plots=False)
+    for rec in res.records:
+        st = rec["stage_ms"]
+        assert list(st) == list(STAGES) and all(v >= 0 for v in st.values())
+        assert sum(st.values()) == pytest.approx(rec["ms_per_step"], rel=1e-3, abs=1e-3)
+    sup = next(r for r in res.records if r["kind"] == "supervised")
+    assert sup["stage_ms"]["render"] == 0.0  # no synth in the supervised arm
+    text = format_stage_split(res.rows)
+    assert "backward" in text and "scrapl" in text
+    assert "| arm | model | render | loss | backward | optimizer | total |" in (tmp_path / "o" / "summary.md").read_text()

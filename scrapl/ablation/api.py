@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal, Mapping
 
-from scrapl.ablation.report import format_table, markdown_table, runs_csv, summarize
+from scrapl.ablation.report import format_table, markdown_stage_table, markdown_table, runs_csv, summarize
 from scrapl.ablation.spec import AblationSpec, load_spec
 from scrapl.ablation.store import RunStore
 
@@ -189,6 +189,9 @@ def _report(spec: AblationSpec, store: RunStore, task: Any, *, ran: int, skipped
           f"{spec.budget.steps} steps (unless an arm sets its own), batch {spec.budget.batch_size}; "
           "mean over seeds with 95 % t interval.\n\n"
           f"{table}\n")
+    stage_table = markdown_stage_table(rows)
+    if stage_table:
+        md += f"\nTraining step by stage (mean ms per step: model forward, synth render, loss, backward, optimizer):\n\n{stage_table}\n"
     files.append(store.write_text("summary.md", md))
     if plots:
         from scrapl.ablation.plots import plot_sweep

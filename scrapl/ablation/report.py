@@ -12,7 +12,7 @@ import io
 import math
 from typing import Any, Mapping, Sequence
 
-__all__ = ["t_quantile_975", "mean_ci", "summarize", "runs_csv", "format_table", "markdown_table"]
+__all__ = ["t_quantile_975", "mean_ci", "summarize", "runs_csv", "format_table", "markdown_table", "markdown_stage_table"]
 
 # Two-sided 95 % Student t quantiles t_{0.975, df} for df = 1 .. 30.
 _T975 = (
@@ -76,6 +76,9 @@ def summarize(
         row["reached"] = len(reached)
         row["steps_to_threshold"] = sum(reached) / len(reached) if reached else None
         row["ms_per_step"] = sum(r["ms_per_step"] for r in rs) / len(rs)
+        stages = [r["stage_ms"] for r in rs if isinstance(r.get("stage_ms"), Mapping)]
+        if stages:
+            row["stage_ms"] = {k: sum(st.get(k, 0.0) for st in stages) / len(stages) for k in stages[0]}
         row["setup_seconds"] = sum(r["setup_seconds"] for r in rs) / len(rs)
         row["cpu_seconds"] = sum(r["cpu_seconds"] for r in rs)
         row["train_cpu_seconds"] = sum(r.get("train_cpu_seconds", math.nan) for r in rs) / len(rs)
@@ -143,4 +146,18 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], param_names: Sequence[str]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in cells:
         lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def markdown_stage_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Mean ms per training step by stage (``stage_ms`` of the rows), in Markdown;
+    empty when no row has it."""
+    rows = [r for r in rows if r.get("stage_ms")]
+    if not rows:
+        return ""
+    stages = list(rows[0]["stage_ms"])
+    lines = ["| arm | " + " | ".join(stages) + " | total |", "|" + "---|" * (len(stages) + 2)]
+    for r in rows:
+        cells = [f"{r['stage_ms'].get(s, 0.0):.1f}" for s in stages]
+        lines.append(f"| {r['arm']} | " + " | ".join(cells) + f" | {r['ms_per_step']:.1f} |")
     return "\n".join(lines)

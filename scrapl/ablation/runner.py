@@ -23,7 +23,12 @@ from scrapl.ablation.spec import AblationSpec, ArmSpec, arm_config, load_spec, t
 from scrapl.ablation.tasks import Task, make_task
 from scrapl.interfaces import PathAwareOptimizer
 
-__all__ = ["run_one", "signal_length", "build_task"]
+__all__ = ["run_one", "signal_length", "build_task", "STAGES"]
+
+#: The parts of a training step timed separately (``stage_ms`` of a run record):
+#: the model's forward (encoder head), rendering its prediction (the synth), the
+#: loss's forward, the backward pass through all of them, and the optimizer step.
+STAGES = ("model", "render", "loss", "backward", "optimizer")
 
 
 def signal_length(base: Mapping[str, Any]) -> int:
@@ -162,7 +167,7 @@ def run_one(
         ``arm``, ``seed``, ``kind``, ``final`` (held-out errors), ``curve`` (one
         record per evaluation: ``step``, ``time_s``, ``cpu_s``, errors,
         ``train_loss``), ``steps``, ``train_seconds``, ``setup_seconds``,
-        ``ms_per_step``, ``train_cpu_seconds`` (CPU time of the training steps),
+        ``ms_per_step``, ``stage_ms`` (mean ms per step in each of :data:`STAGES`), ``train_cpu_seconds`` (CPU time of the training steps),
         ``cpu_seconds`` (the whole run's), ``peak_rss_mib``, ``info``.
     """
     spec = load_spec(spec)
@@ -186,22 +191,33 @@ def run_one(
 
         bar = tqdm(total=n_steps, desc=f"{arm.name} seed {seed}", leave=False, dynamic_ncols=True)
     step = 0
+    stage_s = dict.fromkeys(STAGES, 0.0)
     for step in range(1, n_steps + 1):
         batch = task.batch(seed, step - 1, budget.batch_size)
         t0, c0 = time.perf_counter(), time.process_time()
         setup.opt.zero_grad(set_to_none=True)
         theta_hat = model(batch["features"])
+        t1 = time.perf_counter()
         if setup.loss is None:
+            x_hat = None
+            t2 = t1
             loss = (theta_hat - batch["theta"]).abs().mean()
         else:
-            loss = setup.loss(task.render(theta_hat, batch), batch["x"])
+            x_hat = task.render(theta_hat, batch)
+            t2 = time.perf_counter()
+            loss = setup.loss(x_hat, batch["x"])
         if not torch.isfinite(loss):
             raise FloatingPointError(f"arm {arm.name!r} seed {seed}: non-finite loss {float(loss)} at step {step}")
+        t3 = time.perf_counter()
         loss.backward()
+        t4 = time.perf_counter()
         setup.opt.step()
         if setup.consume is not None:
             setup.consume()  # a plain torch optimizer: hand the loss its next path
-        train_s += time.perf_counter() - t0
+        t5 = time.perf_counter()
+        for key, dt in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
+            stage_s[key] += dt
+        train_s += t5 - t0
         train_cpu += time.process_time() - c0
         running.append(float(loss.detach()))
         out_of_time = ((budget.seconds is not None and train_s >= budget.seconds)
@@ -237,6 +253,7 @@ def run_one(
         "train_cpu_seconds": round(train_cpu, 3),
         "setup_seconds": round(setup.setup_seconds, 4),
         "ms_per_step": round(1000.0 * train_s / max(1, step), 4),
+        "stage_ms": {k: round(1000.0 * v / max(1, step), 4) for k, v in stage_s.items()},
         "cpu_seconds": round(time.process_time() - cpu0, 3),
         "peak_rss_mib": round(_peak_rss_mib(), 1),
         "threads": torch.get_num_threads(),

@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping
 from scrapl.demo.settings import DemoSettings, default_scrapl_config
 from scrapl.demo.task import make_encoder, make_synth
 
-__all__ = ["make_synth", "make_encoder", "demo_spec", "run_demo", "format_summary"]
+__all__ = ["make_synth", "make_encoder", "demo_spec", "run_demo", "format_summary", "format_stage_split"]
 
 
 def demo_spec(scrapl_cfg: Mapping[str, Any] | None = None, settings: DemoSettings | None = None) -> Any:
@@ -90,6 +90,20 @@ def run_demo(
     return result
 
 
+def format_stage_split(rows: Any) -> str:
+    """A table of each arm's mean ms per step by stage (model, render, loss, backward,
+    optimizer), from the runs' ``stage_ms``."""
+    from scrapl.ablation.runner import STAGES
+
+    lines = [f"  {'ms/step by stage':<19}" + " ".join(f"{s:>9}" for s in (*STAGES, "total"))]
+    for r in rows:
+        st = r.get("stage_ms")
+        if st:
+            lines.append(f"  {r['arm']:<19}" + " ".join(f"{st.get(s, 0.0):9.1f}" for s in STAGES)
+                         + f" {r['ms_per_step']:9.1f}")
+    return "\n".join(lines)
+
+
 def format_summary(result: Any) -> str:
     """The printed summary: the sweep table and the demo's verdicts."""
     lines = [result.table()]
@@ -117,4 +131,5 @@ def format_summary(result: Any) -> str:
         m = rows.get("mss")
         if m is not None:
             lines.append(f"MSS: {m['theta_l1']:.3f} (SCRAPL {s['theta_l1']:.3f})")
+    lines.append(format_stage_split(result.rows))
     return "\n".join(lines)
