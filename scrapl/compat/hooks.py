@@ -43,7 +43,7 @@ from torch import Tensor
 
 from scrapl.optim import functional as F
 from scrapl import checks
-from scrapl.optim.base import RowStore, compute_dtype, tensor_bytes
+from scrapl.optim.base import RowStore, check_path_args, compute_dtype, tensor_bytes
 from scrapl.optim.config import STATE_DTYPES, check_state_device
 
 __all__ = ["PathGradHooks"]
@@ -111,8 +111,7 @@ class PathGradHooks:
         state_dtype: str = "float32",
         state_device: Optional[str] = None,
     ) -> None:
-        if isinstance(n_paths, bool) or not isinstance(n_paths, int) or n_paths < 1:
-            raise ValueError(f"n_paths must be an int >= 1, got {n_paths!r}")
+        check_path_args(n_paths, None)
         for name, fn in (("path_getter", path_getter), ("step_getter", step_getter), ("is_training", is_training)):
             if not callable(fn):
                 raise TypeError(f"{name} must be callable, got {type(fn).__name__}")

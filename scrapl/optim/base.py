@@ -33,7 +33,7 @@ from scrapl.optim import functional as F
 from scrapl.optim.config import STATE_DTYPES, check_state_device
 
 __all__ = ["PathOptimizerBase", "PathSource", "resolve_path", "compute_dtype", "RowStore", "check_state_layout",
-           "validate_path_state"]
+           "check_path_args", "validate_path_state"]
 
 ROW_KEYS = ("m", "v", "g_hat")
 
@@ -116,6 +116,19 @@ class RowStore:
         """A loaded row moved to this storage (no copy if already there);
         ``param_device`` is used when the storage device is the parameter's."""
         return row.to(device=param_device if self.device is None else self.device, dtype=self.dtype)
+
+
+def check_path_args(n_paths: Any, path_source: Any) -> None:
+    """The two arguments every path-aware optimizer takes besides its parameters.
+
+    Raises:
+        ValueError: ``n_paths`` is not an int >= 1.
+        TypeError: ``path_source`` is neither ``None`` nor callable.
+    """
+    if isinstance(n_paths, bool) or not isinstance(n_paths, int) or n_paths < 1:
+        raise ValueError(f"n_paths must be an int >= 1, got {n_paths!r}")
+    if path_source is not None and not callable(path_source):
+        raise TypeError(f"path_source must be a callable returning int | None, got {type(path_source).__name__}")
 
 
 def _real_shape(p: Tensor) -> tuple[int, ...]:
@@ -275,10 +288,7 @@ class PathOptimizerBase(PathAwareOptimizer):
         state_dtype: str = "float32",
         state_device: Optional[str] = None,
     ) -> None:
-        if isinstance(n_paths, bool) or not isinstance(n_paths, int) or n_paths < 1:
-            raise ValueError(f"n_paths must be an int >= 1, got {n_paths!r}")
-        if path_source is not None and not callable(path_source):
-            raise TypeError(f"path_source must be a callable returning int | None, got {type(path_source).__name__}")
+        check_path_args(n_paths, path_source)
         defaults: dict[str, Any] = dict(lr=lr, weight_decay=weight_decay, state_dtype=state_dtype, state_device=state_device)
         if self.use_p_adam:
             defaults.update(betas=betas, eps=eps, eps_mode=eps_mode)

@@ -8,7 +8,7 @@ import torch
 
 from scrapl import checks
 from scrapl.interfaces import PathAwareOptimizer, PathSource
-from scrapl.optim.base import check_state_layout
+from scrapl.optim.base import check_path_args, check_state_layout
 
 __all__ = ["PathSGD"]
 
@@ -39,10 +39,7 @@ class PathSGD(PathAwareOptimizer, torch.optim.SGD):
         nesterov: bool = False,
         weight_decay: float = 0.0,
     ) -> None:
-        if isinstance(n_paths, bool) or not isinstance(n_paths, int) or n_paths < 1:
-            raise ValueError(f"n_paths must be an int >= 1, got {n_paths!r}")
-        if path_source is not None and not callable(path_source):
-            raise TypeError(f"path_source must be a callable returning int | None, got {type(path_source).__name__}")
+        check_path_args(n_paths, path_source)
         self.n_paths = n_paths
         self.path_source = path_source
         self.last_path: Optional[int] = None
