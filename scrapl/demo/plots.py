@@ -1,7 +1,5 @@
 """Plots of the sound-matching demo (matplotlib, Agg backend, PNG files).
 
-* :func:`plot_error_curves`: validation parameter error against optimizer steps
-  and against wall-clock training time, one line per method.
 * :func:`plot_path_probs`: sampling probabilities of the SCRAPL paths as a heatmap
   over temporal modulation rate (Hz, columns) and signed frequential scale
   (cycles/octave, rows; the sign is the spin, 0 is the frequential low-pass).
@@ -10,14 +8,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 
-__all__ = ["plot_error_curves", "plot_path_probs", "path_grid"]
-
-_COLORS = {"scrapl": "tab:blue", "scrapl_uniform": "tab:green", "mss": "tab:red"}
-
+__all__ = ["plot_path_probs", "path_grid"]
 
 def _pyplot():
     import matplotlib
@@ -26,57 +21,6 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def plot_error_curves(
-    histories: Mapping[str, Sequence[Mapping[str, Any]]],
-    out_dir: str | Path,
-    *,
-    param_names: Sequence[str] = ("am", "fm"),
-) -> list[Path]:
-    """Plot validation error curves.
-
-    Args:
-        histories: method name -> list of records with keys ``step``, ``time_s``
-            (training seconds so far), ``theta_l1`` and ``theta_l1_<name>`` for each
-            parameter name.
-        out_dir: folder receiving ``val_error_vs_steps.png`` and
-            ``val_error_vs_time.png``.
-        param_names: names of the per-parameter errors (dotted lines).
-
-    Returns:
-        The written paths.
-    """
-    plt = _pyplot()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for x_key, x_label, fname in (
-        ("step", "optimizer steps", "val_error_vs_steps.png"),
-        ("time_s", "training wall-clock time (s)", "val_error_vs_time.png"),
-    ):
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        for method, hist in histories.items():
-            if not hist:
-                continue
-            color = _COLORS.get(method)
-            xs = [h[x_key] for h in hist]
-            ax.plot(xs, [h["theta_l1"] for h in hist], "-o", ms=3, color=color, label=f"{method} (mean)")
-            for style, pname in zip((":", "--", "-."), param_names):
-                key = f"theta_l1_{pname}"
-                if key in hist[0]:
-                    ax.plot(xs, [h[key] for h in hist], style, color=color, alpha=0.6, label=f"{method} {pname}")
-        ax.set_xlabel(x_label)
-        ax.set_ylabel("held-out parameter error (mean |theta_hat - theta|)")
-        ax.set_title("Chirplet sound matching: validation parameter error")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, ncol=2)
-        fig.tight_layout()
-        path = out / fname
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
-    return written
 
 
 def path_grid(
