@@ -168,7 +168,7 @@ def _clear_pools(module: torch.nn.Module) -> None:
 
 def mem_worker(spec: dict) -> None:
     """Fresh-process peak-memory measurement of one of our steps (see module docs)."""
-    from scrapl.demo.bench import rss_peak_bytes
+    from scrapl.bench import rss_peak_bytes
 
     torch.set_num_threads(int(spec["threads"]))
     x0, xt = _inputs(int(spec["batch"]), spec["config"]["shape"], int(spec["seed"]))

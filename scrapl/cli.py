@@ -275,7 +275,7 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- bench
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from scrapl.demo.bench import format_bench, run_bench
+    from scrapl.bench import format_bench, run_bench
 
     if args.config is not None:
         scrapl_cfg, _ = _load_demo_config(args.config)

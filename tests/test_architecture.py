@@ -22,7 +22,7 @@ PKG = ROOT / "scrapl"
 LEAVES = {"scrapl.errors", "scrapl.configs", "scrapl.hookspecs", "scrapl.interfaces", "scrapl.checks",
           "scrapl.tracker", "scrapl.config_text", "scrapl.transforms.scale", "scrapl.atomic"}
 PLUGIN_DIRS = ("transforms", "samplers", "optim")
-APPS = ("scrapl.cli", "scrapl.demo", "scrapl.ablation", "scrapl.integrations", "scrapl.__main__")
+APPS = ("scrapl.cli", "scrapl.bench", "scrapl.demo", "scrapl.ablation", "scrapl.integrations", "scrapl.__main__")
 LAZY_ALIASES = {("scrapl.loss", "scrapl.compat.loss"), ("scrapl.optim", "scrapl.compat.hooks")}
 
 

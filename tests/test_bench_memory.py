@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from scrapl.demo import bench
+from scrapl import bench
 from scrapl.transforms.jtfs import JTFS
 
 CPU = torch.device("cpu")
