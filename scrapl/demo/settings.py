@@ -101,7 +101,7 @@ class DemoSettings(StrictModel):
         seed: seed of weight initialisation and of the training data stream.
         steps: optimizer steps of every arm but the full-JTFS one.
         full_steps: steps of the full-JTFS arm, at most ``steps`` (its step costs
-            about 12x a SCRAPL step here: its 300 steps use more compute than
+            about 18x a SCRAPL step here: its 300 steps use more compute than
             SCRAPL's 2000; ``None``: ``steps``).
         workers: local worker processes the arms run in (0: this process); torch
             threads are split among them unless ``threads`` is set.
