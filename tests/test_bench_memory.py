@@ -23,7 +23,7 @@ def _step(jtfs: JTFS, x: torch.Tensor, i: int):
 @pytest.mark.parametrize("route", ["rss", "profiler"])
 def test_peak_memory_includes_the_pool(route: str, monkeypatch: pytest.MonkeyPatch) -> None:
     if route == "profiler":  # the fallback where /proc's peak counter is unavailable
-        monkeypatch.setattr(bench, "_rss_peak", lambda fn: None)
+        monkeypatch.setattr(bench, "rss_peak_bytes", lambda fn: None)
     jtfs = JTFS(shape=4096, J=6, Q1=8, Q2=1, J_fr=2, Q_fr=1)
     x = torch.randn(8, 4096, generator=torch.Generator().manual_seed(0), requires_grad=True)
     step = _step(jtfs, x, jtfs.n_paths - 1)
