@@ -68,9 +68,8 @@ class _Setup:
         self.loss, self.opt, self.info, self.built, self.setup_seconds = loss, opt, info, built, setup_seconds
         # A path-aware optimizer consumes the loss's path in its step; any other one
         # does not, and the loss (path_per_step) would keep drawing the same path.
-        is_path_aware = isinstance(opt, PathAwareOptimizer)
         self.consume: Callable[[], Any] | None = (
-            None if built is None or is_path_aware or not hasattr(loss, "consume_path") else loss.consume_path)
+            None if isinstance(opt, PathAwareOptimizer) else getattr(loss, "consume_path", None))
 
 
 def _setup(spec: AblationSpec, arm: ArmSpec, task: Task, model: nn.Module, seed: int, progress: bool) -> _Setup:
@@ -199,7 +198,6 @@ def run_one(
         theta_hat = model(batch["features"])
         t1 = time.perf_counter()
         if setup.loss is None:
-            x_hat = None
             t2 = t1
             loss = (theta_hat - batch["theta"]).abs().mean()
         else:

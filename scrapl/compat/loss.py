@@ -520,9 +520,10 @@ class SCRAPLLoss(PathLoss):
         hooks = state.get("hooks") if isinstance(state, Mapping) else None
         if hooks is not None and not isinstance(hooks, Mapping):
             raise ValueError(f"_extra_state['hooks'] must be the hooks' state (a mapping) or None, got {type(hooks).__name__}")
-        before = PathLoss.get_extra_state(self)
+        apply_hooks = hooks is not None and self._hooks is not None
+        before = PathLoss.get_extra_state(self) if apply_hooks else None
         super().set_extra_state(state)  # all or nothing for sampler and tracker
-        if hooks is not None and self._hooks is not None:
+        if apply_hooks:
             try:
                 self._hooks.load_state_dict(hooks)  # builds the new state before replacing the old
             except BaseException:

@@ -135,10 +135,13 @@ def _real_shape(p: Tensor) -> tuple[int, ...]:
     return tuple(torch.view_as_real(p).shape) if p.is_complex() else tuple(p.shape)
 
 
-def check_state_layout(state_dict: Any, param_groups: list[dict[str, Any]], n_paths: int, what: str) -> None:
+def check_state_layout(state_dict: Any, param_groups: list[dict[str, Any]], n_paths: int, what: str,
+                       defaults: Mapping[str, Any], saved_by: str) -> None:
     """The checks every path-aware optimizer makes before loading ``state_dict``: a
     mapping with ``state`` and ``param_groups``, the same group and parameter counts
-    as ``param_groups`` and (when recorded) the same ``n_paths``.
+    as ``param_groups``, (when recorded) the same ``n_paths``, and every saved group
+    holding this optimizer's hyperparameters (the keys of ``defaults``; ``saved_by``
+    says what a group without them was saved by).
 
     Raises:
         ValueError / TypeError naming the mismatch.
@@ -163,6 +166,10 @@ def check_state_layout(state_dict: Any, param_groups: list[dict[str, Any]], n_pa
                              f"{len(group['params'])}")
     if not isinstance(state_dict["state"], Mapping):
         raise ValueError(f"{what} state_dict['state'] must be a mapping, got {type(state_dict['state']).__name__}")
+    for i, saved in enumerate(groups):
+        lacking = sorted(k for k in defaults if k not in saved)
+        if lacking:
+            raise ValueError(f"{what} state's param_groups[{i}] lacks {lacking}: it was saved by {saved_by}")
 
 
 def validate_path_state(
@@ -181,12 +188,9 @@ def validate_path_state(
     Raises:
         ValueError naming the group, parameter, buffer and path at fault.
     """
-    check_state_layout(state_dict, param_groups, n_paths, what)
+    check_state_layout(state_dict, param_groups, n_paths, what, defaults,
+                       "another kind of optimizer (e.g. sgd or torch.optim.Adam), not a path-aware one")
     for i, saved in enumerate(state_dict["param_groups"]):
-        lacking = sorted(k for k in defaults if k not in saved)
-        if lacking:
-            raise ValueError(f"{what} state's param_groups[{i}] lacks {lacking}: it was saved by another kind of "
-                             "optimizer (e.g. sgd or torch.optim.Adam), not a path-aware one")
         try:
             check_hyper(saved)
         except (TypeError, ValueError) as exc:

@@ -73,12 +73,8 @@ class PathSGD(PathAwareOptimizer, torch.optim.SGD):
                 another optimizer (per-path buffers, or groups without SGD's
                 hyperparameters).
         """
-        check_state_layout(state_dict, self.param_groups, self.n_paths, "sgd")
-        for i, saved in enumerate(state_dict["param_groups"]):
-            lacking = sorted(k for k in self.defaults if k not in saved)
-            if lacking:
-                raise ValueError(f"sgd state's param_groups[{i}] lacks {lacking}: it was saved by another optimizer "
-                                 "(e.g. p_adam_saga), not by sgd")
+        check_state_layout(state_dict, self.param_groups, self.n_paths, "sgd", self.defaults,
+                           "another optimizer (e.g. p_adam_saga), not by sgd")
         for key, st in state_dict["state"].items():
             foreign = sorted(k for k in (st if isinstance(st, Mapping) else {}) if k != "momentum_buffer")
             if not isinstance(st, Mapping) or foreign:
