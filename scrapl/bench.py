@@ -1,6 +1,7 @@
 """``scrapl bench``: cost of one loss + backward step for SCRAPL, full JTFS and MSS.
 
-For a scrapl config (the demo's by default) and a batch of random signals
+For a scrapl config (default :data:`DEFAULT_BENCH_CONFIG`: the demo's 8192-sample
+JTFS) and a batch of random signals
 ``(batch, 1, N)``, it times ``loss(x_hat, x).backward()`` where ``x_hat`` requires
 grad:
 
@@ -23,6 +24,7 @@ it cannot report it).
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import re
 import statistics
@@ -31,7 +33,19 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-__all__ = ["run_bench", "format_bench", "peak_memory_bytes", "rss_peak_bytes"]
+__all__ = ["DEFAULT_BENCH_CONFIG", "default_bench_config", "run_bench", "format_bench", "peak_memory_bytes",
+           "rss_peak_bytes"]
+
+#: The configuration ``scrapl bench`` measures by default: the JTFS of ``scrapl demo``
+#: (8192 samples, 72 paths; a test keeps the two equal).
+DEFAULT_BENCH_CONFIG: dict[str, Any] = {
+    "transform": {"name": "jtfs", "shape": 8192, "J": 10, "Q1": 8, "Q2": 1, "J_fr": 3, "Q_fr": 1, "T": 4096, "F": 8},
+}
+
+
+def default_bench_config() -> dict[str, Any]:
+    """A fresh copy of :data:`DEFAULT_BENCH_CONFIG`."""
+    return copy.deepcopy(DEFAULT_BENCH_CONFIG)
 
 
 def _sync(device: torch.device) -> None:

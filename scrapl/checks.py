@@ -111,6 +111,21 @@ def require_finite(x: Tensor, name: str = "x", hint: str = "pass check_finite=Fa
         raise ValueError(f"{name} contains NaN or infinite values ({hint})")
 
 
+def check_transform_input(x: Any, filters: Tensor, dtype_hint: str = "") -> None:
+    """The type, dtype and device checks of a transform's input ``x``: a float32 or
+    float64 tensor on the device of the transform's ``filters`` (its shape is the
+    transform's own check)."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"x must be float32 or float64{dtype_hint}, got dtype {x.dtype}")
+    if x.device != filters.device:
+        raise ValueError(
+            f"x is on {x.device} but the transform's filters are on {filters.device}; "
+            "move one of them (transform.to(device))"
+        )
+
+
 def check_signals(x: Any, x_target: Any, signal_shape: tuple[int, ...], *, finite: bool) -> None:
     """Check the loss inputs: two floating-point tensors of the same shape
     ``(batch, channels, *signal_shape)`` (``(samples,)`` for signals, ``(height,

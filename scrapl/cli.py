@@ -122,17 +122,24 @@ def _methods(text: str) -> tuple[str, ...]:
     return names
 
 
-def _load_demo_config(path: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Read a config file (or the built-in demo config) and split off ``demo:``."""
-    from scrapl.demo.settings import default_scrapl_config, read_config_file, split_demo_config
+#: Sections a config file may hold beside the scrapl config; the commands read them
+#: (``demo:`` the demo's settings; ``task:`` and ``warmup:`` the warmup job's).
+EXTRA_SECTIONS = ("demo", "task", "warmup")
 
-    if path is None:
-        return default_scrapl_config(), {}
+
+def _read_config(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The one config-file reader of the commands: ``(scrapl config, extra sections)``."""
+    from scrapl.builder import read_mapping_file
+
     try:
-        data = read_config_file(path)
-        return split_demo_config(data)
+        data = read_mapping_file(path)
     except (OSError, ValueError, TypeError) as exc:
         raise CliError(_one_line(exc)) from None
+    extra = {k: data.pop(k) for k in EXTRA_SECTIONS if k in data}
+    for key, value in extra.items():
+        if not isinstance(value, Mapping):
+            raise CliError(f"{path}: the '{key}' section must be a mapping, got {type(value).__name__}")
+    return data, extra
 
 
 def _validate_settings(demo: Mapping[str, Any], overrides: Mapping[str, Any]) -> Any:
@@ -193,15 +200,16 @@ def _numeric(text: str) -> bool:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from scrapl.demo.train import format_summary, run_demo
 
-    scrapl_cfg, demo = _load_demo_config(args.config)
-    if args.settings is not None:
-        from scrapl.demo.settings import read_config_file
+    from scrapl.demo.settings import default_scrapl_config
 
-        try:
-            extra = read_config_file(args.settings)
-        except (OSError, ValueError) as exc:
-            raise CliError(_one_line(exc)) from None
-        demo = {**demo, **(extra.get("demo", extra))}
+    if args.config is None:
+        scrapl_cfg, demo = default_scrapl_config(), {}
+    else:
+        scrapl_cfg, sections = _read_config(args.config)
+        demo = sections.get("demo", {})
+    if args.settings is not None:
+        extra, sections = _read_config(args.settings)  # a 'demo:' section or its content
+        demo = {**demo, **sections.get("demo", extra)}
     overrides = {
         "steps": args.steps,
         "full_steps": args.full_steps,
@@ -275,14 +283,9 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- bench
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from scrapl.bench import format_bench, run_bench
+    from scrapl.bench import default_bench_config, format_bench, run_bench
 
-    if args.config is not None:
-        scrapl_cfg, _ = _load_demo_config(args.config)
-    else:
-        from scrapl.demo.settings import default_scrapl_config
-
-        scrapl_cfg = default_scrapl_config()
+    scrapl_cfg = _read_config(args.config)[0] if args.config is not None else default_bench_config()
     t = dict(scrapl_cfg.get("transform", {}))
     for key, value in (
         ("shape", args.shape),
@@ -322,22 +325,34 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- warmup
 def _cmd_warmup(args: argparse.Namespace) -> int:
-    from scrapl.demo.warmup import run_warmup_cli
+    from pydantic import ValidationError
 
-    scrapl_cfg, demo = _load_demo_config(args.config)
-    settings = _validate_settings(
-        demo,
-        {
-            "warmup.n_iter": args.n_iter,
-            "warmup.batch_size": args.batch_size,
-            "warmup.n_batches": args.n_batches,
-            "seed": args.seed,
-        },
-    )
-    _check_scrapl_config(scrapl_cfg)  # one-line errors before any heavy import or work
-    summary = run_warmup_cli(
-        scrapl_cfg,
-        settings,
+    from scrapl.ablation.warmup import WarmupJob, run_warmup_job
+
+    # A scrapl config plus the job's sections: ``task:`` and ``warmup:``, or a demo
+    # config's ``demo:`` section (the demo's task, warmup and seed).
+    data, sections = _read_config(args.config)
+    demo = sections.pop("demo", None)
+    job: dict[str, Any] = sections
+    if demo is not None:
+        if job:
+            raise CliError(f"{args.config}: give a 'demo:' section or 'task:'/'warmup:' sections, not both")
+        job = _validate_settings(demo, {}).warmup_job()
+    job = json.loads(json.dumps(job))
+    for key, value in (("n_iter", args.n_iter), ("batch_size", args.batch_size), ("n_batches", args.n_batches)):
+        if value is not None:
+            job.setdefault("warmup", {})[key] = value
+    if args.seed is not None:
+        job["seed"] = args.seed
+    if args.task is not None:
+        job.setdefault("task", {})["name"] = args.task
+    try:
+        job_model = WarmupJob.model_validate(job)
+    except ValidationError as exc:
+        raise CliError("warmup settings: " + _one_line(exc)) from None
+    summary = run_warmup_job(
+        data,
+        job_model,
         out_dir=Path(args.out),
         shard=args.shard,
         path_range=args.paths,
@@ -352,21 +367,15 @@ def _cmd_warmup(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- paths
 def _cmd_paths(args: argparse.Namespace) -> int:
     import scrapl
-    from scrapl.builder import read_mapping_file
     from scrapl.samplers.files import read_probs
 
-    try:
-        data = read_mapping_file(args.config)
-    except (OSError, ValueError, TypeError) as exc:
-        raise CliError(_one_line(exc)) from None
-    # A demo config's extra ``demo:`` section is not a scrapl setting: only its
-    # sample rate is read, as the default of --sr.
-    demo = data.pop("demo", None) or {}
-    synth = demo.get("synth") if isinstance(demo, Mapping) else None
+    # Of a demo config's ``demo:`` section only the sample rate is read (--sr's default).
+    data, sections = _read_config(args.config)
+    synth = sections.get("demo", {}).get("synth")
     file_sr = synth.get("sr") if isinstance(synth, Mapping) else None
-    _check_scrapl_config(data)
+    config = _check_scrapl_config(data)  # validated once; build takes the config object
     try:
-        built = scrapl.build(data)
+        built = scrapl.build(config)
     except (ValueError, TypeError, LookupError) as exc:
         raise CliError(_one_line(exc)) from None
     probs = None
@@ -457,6 +466,15 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- parser
+def _finish(sub_parser: argparse.ArgumentParser, func: Callable[[argparse.Namespace], int], quiet: bool = True) -> None:
+    """The flags every long-running command shares (``--no-progress``, ``--quiet``)
+    and the function it runs."""
+    sub_parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    if quiet:
+        sub_parser.add_argument("--quiet", action="store_true", help="no log lines on stderr")
+    sub_parser.set_defaults(func=func)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``scrapl`` command."""
     from scrapl import __version__
@@ -501,9 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--max-shift", type=_nonneg_int, help="largest random delay in samples")
     d.add_argument("--shape", type=_positive_int, help="signal length (overrides transform.shape)")
     d.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's choice)")
-    d.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    d.add_argument("--quiet", action="store_true", help="no log lines on stderr")
-    d.set_defaults(func=_cmd_demo)
+    _finish(d, func=_cmd_demo)
 
     # ablate
     ab = sub.add_parser(
@@ -522,9 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     ab.add_argument("--gpus", type=float, default=0.0, help="GPUs per Ray task (default: %(default)s)")
     ab.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    ab.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    ab.add_argument("--quiet", action="store_true", help="no log lines on stderr")
-    ab.set_defaults(func=_cmd_ablate)
+    _finish(ab, func=_cmd_ablate)
 
     # bench
     b = sub.add_parser(
@@ -546,34 +560,34 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--methods", help="comma-separated subset of scrapl,jtfs,mss (default: all)")
     b.add_argument("--seed", type=_nonneg_int, default=0, help="seed of inputs and paths (default: %(default)s)")
     b.add_argument("--json", help="also write the results as JSON to this file")
-    b.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    b.set_defaults(func=_cmd_bench)
+    _finish(b, func=_cmd_bench, quiet=False)
 
     # warmup
     w = sub.add_parser(
         "warmup",
-        help="theta-IS warmup for the demo task (shardable, resumable)",
+        help="theta-IS warmup of any config on a registered task (shardable, resumable)",
         description=(
-            "Estimate per-path curvatures for the demo's encoder and synth (task named by the "
-            "config's 'demo:' section; default chirplet) and write theta-IS probabilities. "
+            "Estimate per-path curvatures of a config's transform for a task's model (the config's "
+            "'task:' section, as in an ablation spec, default chirplet; its 'warmup:' section holds "
+            "n_batches, batch_size, n_iter, seed; a demo config's 'demo:' section also works) and "
+            "write theta-IS probabilities. "
             "Shard with --shard I/N or --paths A:B across processes; under torchrun the rank and "
             "world size are used. Finished paths in --out are skipped (resumable) when --out's warmup.json "
             "records the same settings; otherwise the run stops, naming what differs (--overwrite starts again)."
         ),
     )
-    w.add_argument("config", help="scrapl config file (YAML/JSON), optionally with a 'demo:' section")
+    w.add_argument("config", help="scrapl config file (YAML/JSON), optionally with 'task:' and 'warmup:' sections")
     w.add_argument("--out", default="scrapl_warmup", help="output folder (default: %(default)s)")
     w.add_argument("--shard", type=_shard, help="process this shard I/N of the paths")
     w.add_argument("--paths", type=_path_range, help="process paths A:B only")
     w.add_argument("--n-iter", type=_positive_int, help="power iterations per path and parameter")
     w.add_argument("--batch-size", type=_positive_int, help="signals per warmup batch")
     w.add_argument("--n-batches", type=_positive_int, help="warmup batches")
-    w.add_argument("--seed", type=_nonneg_int, help="seed of the encoder weights")
+    w.add_argument("--task", help="registered task (overrides task.name; default chirplet)")
+    w.add_argument("--seed", type=_nonneg_int, help="seed of the model weights (default 0)")
     w.add_argument("--overwrite", action="store_true",
                    help="delete the results in --out first (needed when they were computed with other settings)")
-    w.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    w.add_argument("--quiet", action="store_true", help="no log lines on stderr")
-    w.set_defaults(func=_cmd_warmup)
+    _finish(w, func=_cmd_warmup)
 
     # paths
     pa = sub.add_parser(

@@ -7,7 +7,7 @@ typo is an error that names the field.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator
 
@@ -26,6 +26,28 @@ class PluginConfig(StrictModel):
     """Base class of plugin configs; subclasses set ``name: Literal["<plugin>"]``."""
 
     name: str
+
+    @classmethod
+    def coerce(cls, value: "PluginConfig | Mapping[str, Any]") -> Any:
+        """``value`` if it is already this config, else ``value`` validated (a
+        pydantic ``ValidationError`` names a bad field); what a plugin factory
+        does first with the config it is given."""
+        return value if isinstance(value, cls) else cls.model_validate(value)
+
+    @classmethod
+    def from_call(cls, config: "PluginConfig | None", kwargs: Mapping[str, Any]) -> Any:
+        """The config of a module called as ``Module(config)`` or ``Module(**kwargs)``.
+
+        Raises:
+            TypeError: both given, or ``config`` of another class.
+        """
+        if config is None:
+            return cls(**kwargs)
+        if kwargs:
+            raise TypeError(f"pass either a {cls.__name__} or keyword arguments, not both")
+        if not isinstance(config, cls):
+            raise TypeError(f"config must be a {cls.__name__}, got {type(config).__name__}")
+        return config
 
 
 class LossConfig(StrictModel):

@@ -241,3 +241,13 @@ class PluginSpec:
     config_cls: type
     factory: Callable[..., Any]
     description: str = ""
+
+    @classmethod
+    def of(cls, kind: str, config_cls: type, factory: Callable[..., Any], description: str = "") -> "PluginSpec":
+        """The spec of the plugin whose name is ``config_cls``'s ``name`` default (the
+        ``Literal`` a plugin config pins), so the name is written once."""
+        field = getattr(config_cls, "model_fields", {}).get("name")
+        name = getattr(field, "default", None)
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"{getattr(config_cls, '__name__', config_cls)!r} has no default 'name' to name the plugin by")
+        return cls(kind=kind, name=name, config_cls=config_cls, factory=factory, description=description)

@@ -296,3 +296,35 @@ def test_step_time_is_split_by_stage(tmp_path: Path) -> None:
     text = format_stage_split(res.rows)
     assert "backward" in text and "scrapl" in text
     assert "| arm | model | render | loss | backward | optimizer | total |" in (tmp_path / "o" / "summary.md").read_text()
+
+
+def test_a_third_party_task_trains_and_its_warmup_file_replaces_the_arms_warmup(tmp_path: Path) -> None:
+    """A task defined outside scrapl (tests/toy_task.py) runs through `scrapl.ablation`:
+    `run_warmup_job` writes its theta-IS probabilities, and a theta_is arm given them
+    as `probs_path` trains without a warmup of its own (what docs/ablation.md says)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from toy_task import ToyTask
+
+    from scrapl.ablation import register_task, task_names
+    from scrapl.ablation.runner import run_one
+    from scrapl.ablation.warmup import run_warmup_job
+
+    if "toy" not in task_names():
+        register_task("toy", ToyTask)
+    base = {"transform": {"name": "jtfs", "shape": 1024, "J": 4, "Q1": 2, "Q2": 1, "J_fr": 2, "Q_fr": 1},
+            "sampler": {"name": "uniform"}, "optimizer": {"name": "p_adam_saga", "lr": 1e-3}}
+    job = {"task": {"name": "toy"}, "warmup": {"n_iter": 2, "batch_size": 2}, "seed": 0}
+    summary = run_warmup_job(base, job, out_dir=tmp_path / "w", progress=False)
+    assert summary["complete"] and summary["n_paths"] > 1
+    probs = torch.load(summary["probs"], weights_only=True)
+    assert abs(float(probs.sum()) - 1.0) < 1e-6
+    spec = {"name": "toy", "task": {"name": "toy"}, "base": base, "seeds": [0],
+            "arms": [{"name": "is_file", "sampler": {"name": "theta_is", "probs_path": summary["probs"]}},
+                     {"name": "is_warm", "sampler": {"name": "theta_is"}, "warmup": {"n_iter": 2, "batch_size": 2}}],
+            "budget": {"steps": 3, "val_every": 3, "batch_size": 2}, "threads": 1}
+    from_file = run_one(spec, "is_file", 0)
+    warmed = run_one(spec, "is_warm", 0)
+    assert "warmup_seconds" not in from_file["info"] and warmed["info"]["warmup_seconds"] > 0
+    assert math.isfinite(from_file["final"]["theta_l1"]) and "theta_l1_amp" in from_file["final"]

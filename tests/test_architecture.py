@@ -11,6 +11,7 @@ explicitly in :data:`LAZY_ALIASES`.
 from __future__ import annotations
 
 import ast
+import json
 import re
 from pathlib import Path
 
@@ -165,9 +166,10 @@ def test_architecture_doc_names_every_top_level_part() -> None:
         assert re.search(rf"`{re.escape(name)}", doc), f"docs/architecture.md does not mention {name}"
 
 
-@pytest.mark.parametrize("argv", [["paths", "{cfg}", "--json"], ["plugins", "--no-autoload"], ["schema"]])
+@pytest.mark.parametrize("argv", [["paths", "{cfg}", "--json"], ["plugins", "--no-autoload"], ["schema"],
+                                  ["bench", "--config", "{cfg}", "--methods", "scrapl", "--repeats", "1", "--no-progress"]])
 def test_library_commands_import_no_demo_code(tmp_path, argv) -> None:
-    """`scrapl paths`, `plugins` and `schema` run on library functions only."""
+    """`scrapl paths`, `plugins`, `schema` and `bench` run on library functions only."""
     import subprocess
     import sys
 
@@ -185,3 +187,39 @@ def test_library_commands_import_no_demo_code(tmp_path, argv) -> None:
     assert res.returncode == 0, res.stderr
     if argv[0] == "paths":
         assert '"sample_rate": 16000' in res.stdout
+
+
+def test_warmup_command_runs_any_registered_task_without_demo_code(tmp_path) -> None:
+    """`scrapl warmup` takes a third-party task (registered in the process, as an entry
+    point would) and imports no demo module; the probabilities it writes sum to one."""
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("transform: {name: jtfs, shape: 1024, J: 4, Q1: 2, Q2: 1, J_fr: 2, Q_fr: 1}\n"
+                   "task: {name: toy_for_test, settings: {hop: 32}}\nwarmup: {n_iter: 2, batch_size: 2}\n")
+    code = ("import contextlib, io, json, sys\n"
+            f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+            "from toy_task import ToyTask\nfrom scrapl.ablation import register_task\n"
+            "register_task('toy_for_test', ToyTask)\nfrom scrapl.cli import main\n"
+            f"with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+            f"    rc = main(['warmup', {str(cfg)!r}, '--out', {str(tmp_path / 'w')!r}, '--no-progress', '--quiet'])\n"
+            "assert rc == 0, rc\n"
+            "bad = sorted(m for m in sys.modules if m.startswith('scrapl.demo'))\n"
+            "assert not bad, bad\n"
+            "print(out.getvalue())\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["task"] == "toy_for_test" and summary["complete"] is True
+    import torch
+
+    probs = torch.load(tmp_path / "w" / "probs.pt", weights_only=True)
+    assert probs.shape == (summary["n_paths"],) and abs(float(probs.sum()) - 1.0) < 1e-6
+
+
+def test_bench_default_is_the_demo_transform() -> None:
+    from scrapl.bench import DEFAULT_BENCH_CONFIG
+    from scrapl.demo.settings import DEFAULT_SCRAPL_CONFIG
+
+    assert DEFAULT_BENCH_CONFIG["transform"] == DEFAULT_SCRAPL_CONFIG["transform"]

@@ -38,7 +38,7 @@ def test_warmup_resumes_only_with_the_same_settings(tmp_path: Path, config: Path
     second = json.loads(capsys.readouterr().out)
     assert second["paths_in_this_run"] == 1 and second["paths_resumed"] == 2  # true counts
     stamp = (out / "vals_0.pt").stat().st_mtime_ns
-    for extra, what in ((["--seed", "7"], "demo.seed"), (["--n-iter", "3"], "n_iter"),
+    for extra, what in ((["--seed", "7"], "seed"), (["--n-iter", "3"], "n_iter"),
                         (["--batch-size", "3"], "warmup signals")):
         argv = _warmup(out, "--paths", "0:3") + extra
         assert main(argv) != 0

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from scrapl.ablation.spec import AblationSpec, ArmSpec, arm_config, load_spec, torch_optimizer_kwargs
 from scrapl.ablation.tasks import Task, make_task
+from scrapl.ablation.warmup import task_warmup
 from scrapl.interfaces import PathAwareOptimizer
 
 __all__ = ["run_one", "signal_length", "build_task", "STAGES"]
@@ -108,7 +109,7 @@ def _setup(spec: AblationSpec, arm: ArmSpec, task: Task, model: nn.Module, seed:
     setup_seconds = 0.0
     if built.config.sampler.name == "theta_is" and getattr(built.sampler, "loaded_probs_path", None) is None:
         t0 = time.perf_counter()
-        _warmup(built, task, model, arm, progress)
+        task_warmup(built, task, model, arm.warmup, progress=progress)
         setup_seconds = time.perf_counter() - t0
         info["warmup_seconds"] = round(setup_seconds, 3)
     if torch_adam:
@@ -120,27 +121,6 @@ def _setup(spec: AblationSpec, arm: ArmSpec, task: Task, model: nn.Module, seed:
         info.update(optimizer=built.config.optimizer.name, lr=float(opt.param_groups[0]["lr"]))
     built.loss.train()
     return _Setup(built.loss, opt, info, built, setup_seconds)
-
-
-def _warmup(built: Any, task: Task, model: nn.Module, arm: ArmSpec, progress: bool) -> None:
-    """theta-IS warmup of ``built``'s sampler for ``model`` on ``task``."""
-    w = arm.warmup
-    model_kw, render_kw = task.warmup_batches(w.n_batches, w.batch_size, w.seed)
-    loss = built.loss
-
-    def dist_fn(x: Tensor, x_hat: Tensor, path_idx: int) -> Tensor:
-        return loss.path_distance(x_hat, x, path_idx, reduction="mean")
-
-    def theta_fn(**kw: Tensor) -> Tensor:
-        return model(task.model_input(**kw))
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    built.sampler.warmup(
-        dist_fn, theta_fn, task.render_for_warmup, model_kw, params, render_kw,
-        n_iter=w.n_iter, progress=progress, generator=torch.Generator().manual_seed(w.seed + 1),
-    )
-    for p in params:
-        p.grad = None
 
 
 def run_one(

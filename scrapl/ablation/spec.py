@@ -34,7 +34,7 @@ from typing import Any, Literal, Mapping, Optional
 
 from pydantic import Field, field_validator, model_validator
 
-from scrapl.configs import StrictModel
+from scrapl.configs import SeedInt, StrictModel
 
 __all__ = [
     "ArmSpec",
@@ -73,7 +73,7 @@ class WarmupSpec(StrictModel):
     n_batches: int = Field(default=1, ge=1)
     batch_size: int = Field(default=8, ge=1)
     n_iter: int = Field(default=20, ge=1)
-    seed: int = 1234
+    seed: SeedInt = 1234
 
 
 class Budget(StrictModel):

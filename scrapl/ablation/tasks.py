@@ -37,15 +37,16 @@ class Task(abc.ABC):
 
     Class attributes:
         Settings: the task's pydantic settings model (``extra="forbid"``).
+        param_names: the ``U`` parameter names (a class attribute: the theta-IS
+            warmup reads ``U`` before it builds the task).
 
     Attributes set by ``__init__``:
         settings: validated :attr:`Settings`.
         n_samples: signal length in samples.
-        param_names: the ``U`` parameter names.
     """
 
     Settings: ClassVar[type[StrictModel]] = StrictModel
-    param_names: tuple[str, ...] = ()
+    param_names: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, settings: StrictModel, n_samples: int) -> None:
         self.settings = settings

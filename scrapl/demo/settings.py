@@ -25,6 +25,7 @@ from typing import Any, Literal, Mapping
 
 from pydantic import Field, field_validator
 
+from scrapl.ablation.spec import WarmupSpec
 from scrapl.configs import SeedInt, StrictModel
 
 __all__ = [
@@ -77,20 +78,8 @@ class EncoderSettings(StrictModel):
     norm_seed: int = 2024
 
 
-class WarmupSettings(StrictModel):
-    """theta-IS warmup settings.
-
-    Attributes:
-        n_batches: number of batches of unlabeled training signals.
-        batch_size: signals per batch.
-        n_iter: power-iteration steps per (path, parameter).
-        seed: seed of the warmup data generator.
-    """
-
-    n_batches: int = Field(default=1, ge=1)
-    batch_size: int = Field(default=8, ge=1)
-    n_iter: int = Field(default=20, ge=1)
-    seed: SeedInt = 1234
+WarmupSettings = WarmupSpec
+"""The demo's theta-IS warmup settings: :class:`scrapl.ablation.WarmupSpec`."""
 
 
 class DemoSettings(StrictModel):
@@ -117,7 +106,7 @@ class DemoSettings(StrictModel):
             paths), ``"full_jtfs"``, ``"mss"``, ``"supervised"``.
         synth: :class:`SynthSettings`.
         encoder: :class:`EncoderSettings`.
-        warmup: :class:`WarmupSettings` (8 power iterations by default, as in the
+        warmup: :class:`~scrapl.ablation.WarmupSpec` (8 power iterations by default, as in the
             shipped ablation, where theta-IS gave its gain with them).
         threads: torch CPU threads (``None``: torch's default).
     """
@@ -139,8 +128,18 @@ class DemoSettings(StrictModel):
         "scrapl", "full_jtfs", "mss", "supervised")
     synth: SynthSettings = SynthSettings()
     encoder: EncoderSettings = EncoderSettings()
-    warmup: WarmupSettings = WarmupSettings(n_iter=8)  # 8 power iterations: the shipped ablation's
+    warmup: WarmupSpec = WarmupSpec(n_iter=8)  # 8 power iterations: the shipped ablation's
     threads: int | None = Field(default=None, ge=1)
+
+    def task_spec(self) -> dict[str, Any]:
+        """The ``task`` of an ablation spec (or a warmup job) these settings describe."""
+        return {"name": self.task, "settings": {"synth": self.synth.model_dump(), "encoder": self.encoder.model_dump(),
+                                                "n_val": self.n_val, "val_seed": self.val_seed}}
+
+    def warmup_job(self) -> dict[str, Any]:
+        """The :class:`scrapl.ablation.warmup.WarmupJob` of ``scrapl warmup`` for a
+        config with a ``demo:`` section: the task, the warmup and the model seed."""
+        return {"task": self.task_spec(), "warmup": self.warmup.model_dump(), "seed": self.seed}
 
     @field_validator("methods")
     @classmethod

@@ -18,10 +18,10 @@ from torch import Tensor, nn
 from scrapl.ablation.tasks import Task
 from scrapl.configs import StrictModel
 from scrapl.demo.model import ChirpletEncoder
-from scrapl.demo.settings import DemoSettings, EncoderSettings, SynthSettings
+from scrapl.demo.settings import EncoderSettings, SynthSettings
 from scrapl.demo.synth import ChirpletSynth
 
-__all__ = ["ChirpletSettings", "ChirpletTask", "make_synth", "make_encoder"]
+__all__ = ["ChirpletSettings", "ChirpletTask"]
 
 
 class ChirpletSettings(StrictModel):
@@ -183,19 +183,3 @@ class ChirpletTask(Task):
 
     def render_for_warmup(self, theta: Tensor, **kwargs: Any) -> Tensor:
         return self.synth(theta, shifts=kwargs["shifts"])
-
-
-def make_synth(settings: DemoSettings, n_samples: int) -> ChirpletSynth:
-    """The demo's :class:`ChirpletSynth` for signals of ``n_samples`` samples."""
-    s = settings.synth
-    return ChirpletSynth(
-        n_samples=n_samples, sr=s.sr, f0_hz=s.f0_hz, bw_oct=s.bw_oct, sigma0=s.sigma0,
-        am_hz_range=s.am_hz_range, fm_oct_range=s.fm_oct_range, max_shift=s.max_shift,
-    )
-
-
-def make_encoder(settings: DemoSettings, n_samples: int) -> ChirpletEncoder:
-    """The demo task's encoder with the weights of ``settings.seed`` (the same as
-    the ablation runner's model for that seed)."""
-    task = ChirpletTask(ChirpletSettings(synth=settings.synth, encoder=settings.encoder), n_samples)
-    return task.make_model(settings.seed).encoder

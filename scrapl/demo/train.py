@@ -21,9 +21,8 @@ from typing import Any, Callable, Mapping
 
 
 from scrapl.demo.settings import DemoSettings, default_scrapl_config
-from scrapl.demo.task import make_encoder, make_synth
 
-__all__ = ["make_synth", "make_encoder", "demo_spec", "run_demo", "format_summary", "format_stage_split"]
+__all__ = ["demo_spec", "run_demo", "format_summary", "format_stage_split"]
 
 
 def demo_spec(scrapl_cfg: Mapping[str, Any] | None = None, settings: DemoSettings | None = None) -> Any:
@@ -46,9 +45,7 @@ def demo_spec(scrapl_cfg: Mapping[str, Any] | None = None, settings: DemoSetting
     }
     return AblationSpec.model_validate({
         "name": "scrapl demo: chirplet sound matching",
-        "task": {"name": "chirplet", "settings": {"synth": settings.synth.model_dump(),
-                                                  "encoder": settings.encoder.model_dump(),
-                                                  "n_val": settings.n_val, "val_seed": settings.val_seed}},
+        "task": settings.task_spec(),
         "base": base,
         "arms": [arms[m] for m in settings.methods],
         "seeds": [settings.seed],

@@ -65,34 +65,11 @@ make_sgd = _factory(SGDConfig, PathSGD)
 
 
 PLUGINS: list[PluginSpec] = [
-    PluginSpec(
-        kind="optimizer",
-        name="p_adam_saga",
-        config_cls=PAdamSAGAConfig,
-        factory=make_p_adam_saga,
-        description="P-Adam moments + P-SAGA, then SGD (the paper's default)",
-    ),
-    PluginSpec(
-        kind="optimizer",
-        name="p_adam",
-        config_cls=PAdamConfig,
-        factory=make_p_adam,
-        description="P-Adam (per-path Adam moments), then SGD",
-    ),
-    PluginSpec(
-        kind="optimizer",
-        name="p_saga",
-        config_cls=PSAGAConfig,
-        factory=make_p_saga,
-        description="P-SAGA (per-path SAGA over raw gradients), then SGD",
-    ),
-    PluginSpec(
-        kind="optimizer",
-        name="sgd",
-        config_cls=SGDConfig,
-        factory=make_sgd,
-        description="plain SGD (no per-path state)",
-    ),
+    PluginSpec.of("optimizer", PAdamSAGAConfig, make_p_adam_saga,
+                  "P-Adam moments + P-SAGA, then SGD (the paper's default)"),
+    PluginSpec.of("optimizer", PAdamConfig, make_p_adam, "P-Adam (per-path Adam moments), then SGD"),
+    PluginSpec.of("optimizer", PSAGAConfig, make_p_saga, "P-SAGA (per-path SAGA over raw gradients), then SGD"),
+    PluginSpec.of("optimizer", SGDConfig, make_sgd, "plain SGD (no per-path state)"),
 ]
 
 scrapl_register_plugins = plugins_hook(PLUGINS)  # registered like any third-party plugin

@@ -64,20 +64,9 @@ __all__ = [
 ]
 
 PLUGINS: list[PluginSpec] = [
-    PluginSpec(
-        kind="sampler",
-        name="uniform",
-        config_cls=UniformSamplerConfig,
-        factory=make_uniform,
-        description="uniform path sampling (unbiased SCRAPL estimator)",
-    ),
-    PluginSpec(
-        kind="sampler",
-        name="theta_is",
-        config_cls=ThetaISSamplerConfig,
-        factory=make_theta_is,
-        description="theta-importance sampling from the curvature warmup",
-    ),
+    PluginSpec.of("sampler", UniformSamplerConfig, make_uniform, "uniform path sampling (unbiased SCRAPL estimator)"),
+    PluginSpec.of("sampler", ThetaISSamplerConfig, make_theta_is,
+                  "theta-importance sampling from the curvature warmup"),
 ]
 
 scrapl_register_plugins = plugins_hook(PLUGINS)  # registered like any third-party plugin

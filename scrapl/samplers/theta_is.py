@@ -266,7 +266,7 @@ class ThetaISSampler(ProbabilitySampler, CurvatureSampler):
 def make_theta_is(config: ThetaISSamplerConfig | Mapping[str, Any], *, n_paths: int, generator: torch.Generator) -> ThetaISSampler:
     """Plugin factory: build a :class:`ThetaISSampler` from its config (loading
     ``probs_path`` / ``warmup_dir`` if given)."""
-    cfg = config if isinstance(config, ThetaISSamplerConfig) else ThetaISSamplerConfig.model_validate(config)
+    cfg = ThetaISSamplerConfig.coerce(config)
     return ThetaISSampler(
         n_paths,
         n_theta=cfg.n_theta,

@@ -65,7 +65,7 @@ class UniformSampler(ProbabilitySampler):
 
 def make_uniform(config: UniformSamplerConfig | Mapping[str, Any], *, n_paths: int, generator: torch.Generator) -> UniformSampler:
     """Plugin factory: build a :class:`UniformSampler` from its config."""
-    cfg = config if isinstance(config, UniformSamplerConfig) else UniformSamplerConfig.model_validate(config)
+    cfg = UniformSamplerConfig.coerce(config)
     return UniformSampler(n_paths, generator=generator, sample_all_paths_first=cfg.sample_all_paths_first)
 
 

@@ -29,13 +29,8 @@ build_jtfs = make_jtfs
 
 
 PLUGINS: list[PluginSpec] = [
-    PluginSpec(
-        kind="transform",
-        name="jtfs",
-        config_cls=JTFSConfig,
-        factory=make_jtfs,
-        description="Joint time-frequency scattering (Kymatio-compatible); paths are (n2, n_fr) channels",
-    )
+    PluginSpec.of("transform", JTFSConfig, make_jtfs,
+                  "Joint time-frequency scattering (Kymatio-compatible); paths are (n2, n_fr) channels"),
 ]
 
 scrapl_register_plugins = plugins_hook(PLUGINS)  # registered like any third-party plugin

@@ -247,18 +247,13 @@ class JTFS(ScatteringTransform):
         """Validate ``x``; returns it flattened to ``(B, N)`` and divided by a power of
         two per row (see :mod:`scrapl.transforms.scale`), the batch shape and the
         ``(B,)`` scales to multiply the output by."""
-        if not isinstance(x, Tensor):
-            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-        if x.dtype not in (torch.float32, torch.float64):
-            raise TypeError(f"x must be float32 or float64, got {x.dtype}")
+        checks.check_transform_input(x, self._first_M)
         if x.dtype != self.dtype:
             fix = ".double()" if x.dtype == torch.float64 else ".float()"
             raise TypeError(
                 f"x is {x.dtype} but the JTFS buffers are {self.dtype}; call {fix} on the transform "
                 f"(or convert the input to {self.dtype})"
             )
-        if x.device != self.device:
-            raise ValueError(f"x is on {x.device} but the JTFS buffers are on {self.device}; call .to(device)")
         if x.dim() == 0 or x.shape[-1] != self.n_samples:
             raise ValueError(
                 f"x must have shape (*batch, {self.n_samples}) (e.g. (batch, channels, {self.n_samples})), "

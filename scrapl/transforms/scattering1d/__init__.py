@@ -25,19 +25,12 @@ __all__ = ["PLUGINS", "scrapl_register_plugins", "Scattering1D", "Scattering1DCo
 
 def make_scattering1d(config: Scattering1DConfig) -> TimeScattering:
     """Plugin factory: build a :class:`TimeScattering` from its validated config."""
-    if not isinstance(config, Scattering1DConfig):
-        config = Scattering1DConfig.model_validate(config)
-    return TimeScattering(config)
+    return TimeScattering(Scattering1DConfig.coerce(config))
 
 
 PLUGINS: list[PluginSpec] = [
-    PluginSpec(
-        kind="transform",
-        name="scattering1d",
-        config_cls=Scattering1DConfig,
-        factory=make_scattering1d,
-        description="second-order time scattering (Kymatio 0.3.0 Scattering1D); paths are (n1, n2)",
-    )
+    PluginSpec.of("transform", Scattering1DConfig, make_scattering1d,
+                  "second-order time scattering (Kymatio 0.3.0 Scattering1D); paths are (n1, n2)"),
 ]
 
 scrapl_register_plugins = plugins_hook(PLUGINS)  # registered like any third-party plugin

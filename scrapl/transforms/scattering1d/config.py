@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 from pydantic import Field, field_validator, model_validator
 
@@ -56,6 +56,18 @@ def normalize_q(q: object) -> tuple[int, int]:
     return int(entries[0]), int(entries[1])
 
 
+def _checked(normalize: Any, value: object) -> object:
+    """``value`` (a list as a tuple) once ``normalize`` accepts it; its TypeError
+    becomes the ValueError pydantic reports with the field location."""
+    if isinstance(value, list):
+        value = tuple(value)
+    try:
+        normalize(value)
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
 class Scattering1DConfig(PluginConfig):
     """Second-order time scattering (Kymatio 0.3.0 ``Scattering1D``, ``max_order=2``).
 
@@ -92,24 +104,12 @@ class Scattering1DConfig(PluginConfig):
     @field_validator("shape", mode="before")
     @classmethod
     def _check_shape(cls, value: object) -> object:
-        if isinstance(value, list):
-            value = tuple(value)
-        try:
-            normalize_shape(value)
-        except TypeError as exc:  # pydantic reports ValueErrors with the field location
-            raise ValueError(str(exc)) from None
-        return value
+        return _checked(normalize_shape, value)
 
     @field_validator("Q", mode="before")
     @classmethod
     def _check_q(cls, value: object) -> object:
-        if isinstance(value, list):
-            value = tuple(value)
-        try:
-            normalize_q(value)
-        except TypeError as exc:
-            raise ValueError(str(exc)) from None
-        return value
+        return _checked(normalize_q, value)
 
     @property
     def n_samples(self) -> int:

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from scrapl import checks
+from scrapl.checks import check_transform_input
 from scrapl.interfaces import PathInfo, ScatteringTransform
 from scrapl.transforms.scattering1d import core
 from scrapl.transforms.scattering1d.config import Scattering1DConfig
@@ -22,7 +23,6 @@ from scrapl.transforms.scale import normalise, rescale
 
 __all__ = ["TimeScattering"]
 
-_FLOAT_DTYPES = (torch.float32, torch.float64)
 
 
 class TimeScattering(ScatteringTransform):
@@ -68,13 +68,7 @@ class TimeScattering(ScatteringTransform):
 
     def __init__(self, config: Optional[Scattering1DConfig] = None, /, **kwargs: Any) -> None:
         super().__init__()
-        if config is None:
-            config = Scattering1DConfig(**kwargs)
-        elif kwargs:
-            raise TypeError("pass either a Scattering1DConfig or keyword arguments, not both")
-        elif not isinstance(config, Scattering1DConfig):
-            raise TypeError(f"config must be a Scattering1DConfig, got {type(config).__name__}")
-        self.config = config
+        self.config = config = Scattering1DConfig.from_call(config, kwargs)
         self.n_samples = config.n_samples
         bank = build_filterbank(config.n_samples, config.J, config.q_pair, config.T, config.oversampling)
         self.padding = bank.padding  # PaddingPlan (the float64 filter arrays are not kept)
@@ -198,19 +192,11 @@ class TimeScattering(ScatteringTransform):
         """Validate ``x`` and flatten it to ``(B, N)``, divided by a power of two per
         row (see :mod:`scrapl.transforms.scale`); returns it with the batch shape and
         the ``(B,)`` scales to multiply the output by."""
-        if not isinstance(x, Tensor):
-            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-        if x.dtype not in _FLOAT_DTYPES:
-            raise TypeError(f"x must be float32 or float64, got dtype {x.dtype}")
+        check_transform_input(x, self.psi1)
         if x.ndim < 1 or x.shape[-1] != self.n_samples:
             raise ValueError(
                 f"x must have shape (batch, samples) or (batch, channels, samples) with "
                 f"samples={self.n_samples}, got {tuple(x.shape)}"
-            )
-        if x.device != self.psi1.device:
-            raise ValueError(
-                f"x is on {x.device} but the transform's filters are on {self.psi1.device}; "
-                "move one of them (transform.to(device))"
             )
         if self._check_finite and not checks.inputs_checked():
             checks.require_finite(x)

@@ -22,20 +22,12 @@ __all__ = ["PLUGINS", "scrapl_register_plugins", "ImageScattering", "Scattering2
 
 def make_scattering2d(config: Scattering2DConfig) -> ImageScattering:
     """Plugin factory: build an :class:`ImageScattering` from its validated config."""
-    if not isinstance(config, Scattering2DConfig):
-        config = Scattering2DConfig.model_validate(config)
-    return ImageScattering(config)
+    return ImageScattering(Scattering2DConfig.coerce(config))
 
 
 PLUGINS: list[PluginSpec] = [
-    PluginSpec(
-        kind="transform",
-        name="scattering2d",
-        config_cls=Scattering2DConfig,
-        factory=make_scattering2d,
-        description="second-order 2-D scattering of images (Kymatio 0.3.0 Scattering2D); "
-        "paths are (j1, theta1, j2, theta2)",
-    )
+    PluginSpec.of("transform", Scattering2DConfig, make_scattering2d,
+                  "second-order 2-D scattering of images (Kymatio 0.3.0 Scattering2D); paths are (j1, theta1, j2, theta2)"),
 ]
 
 scrapl_register_plugins = plugins_hook(PLUGINS)  # registered like any third-party plugin

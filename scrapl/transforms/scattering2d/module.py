@@ -16,13 +16,13 @@ import torch
 from torch import Tensor
 
 from scrapl.interfaces import PathInfo, ScatteringTransform
+from scrapl.checks import check_transform_input
 from scrapl.transforms.scattering2d import core
 from scrapl.transforms.scattering2d.config import Scattering2DConfig, max_J
 from scrapl.transforms.scattering2d.filters import build_filterbank, wavelet_angle, wavelet_sigma, wavelet_xi
 
 __all__ = ["ImageScattering"]
 
-_FLOAT_DTYPES = (torch.float32, torch.float64)
 
 
 class ImageScattering(ScatteringTransform):
@@ -68,13 +68,7 @@ class ImageScattering(ScatteringTransform):
 
     def __init__(self, config: Optional[Scattering2DConfig] = None, /, **kwargs: Any) -> None:
         super().__init__()
-        if config is None:
-            config = Scattering2DConfig(**kwargs)
-        elif kwargs:
-            raise TypeError("pass either a Scattering2DConfig or keyword arguments, not both")
-        elif not isinstance(config, Scattering2DConfig):
-            raise TypeError(f"config must be a Scattering2DConfig, got {type(config).__name__}")
-        self.config = config
+        self.config = config = Scattering2DConfig.from_call(config, kwargs)
         M, N = config.shape
         self.shape = (M, N)
         self.n_samples = M * N
@@ -162,10 +156,7 @@ class ImageScattering(ScatteringTransform):
     # ------------------------------------------------------------------ helpers
     def _prepare(self, x: Tensor) -> tuple[Tensor, tuple[int, ...]]:
         """Validate ``x`` and flatten it to ``(B, M, N)``; returns it with the batch shape."""
-        if not isinstance(x, Tensor):
-            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-        if x.dtype not in _FLOAT_DTYPES:
-            raise TypeError(f"x must be float32 or float64 (convert integer images with x.float()), got dtype {x.dtype}")
+        check_transform_input(x, self.psi_0, " (convert integer images with x.float())")
         M, N = self.shape
         if x.ndim < 2:
             raise ValueError(f"x must have at least 2 dimensions (..., height={M}, width={N}), got shape {tuple(x.shape)}")
@@ -173,11 +164,6 @@ class ImageScattering(ScatteringTransform):
             raise ValueError(
                 f"x must have shape (..., height, width) with (height, width) = shape = {self.shape}, "
                 f"got {tuple(x.shape)}"
-            )
-        if x.device != self.psi_0.device:
-            raise ValueError(
-                f"x is on {x.device} but the transform's filters are on {self.psi_0.device}; "
-                "move one of them (transform.to(device))"
             )
         if self._check_finite and not bool(torch.isfinite(x).all()):
             raise ValueError("x contains NaN or inf values (disable with check_finite=False)")
