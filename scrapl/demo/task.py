@@ -128,11 +128,19 @@ class ChirpletTask(Task):
         self._val: dict[str, Tensor] | None = None
 
     def _encoder(self) -> ChirpletEncoder:
+        """An encoder (head weights from torch's generator) whose feature
+        normalisation is fitted on ``norm_examples`` signals of ``norm_seed`` (once:
+        later encoders copy the front end's statistics, the same values)."""
         e = self.settings.encoder
         enc = ChirpletEncoder(self.n_samples, 2, hidden=e.hidden, n_octaves=e.n_octaves, Q=e.Q, hop=e.hop, n_mod=e.n_mod)
-        g = torch.Generator().manual_seed(e.norm_seed)
+        front = getattr(self, "_front", None)
         with torch.no_grad():
-            enc.fit_normalisation(self.synth(torch.rand(e.norm_examples, 2, generator=g), generator=g))
+            if front is None:
+                g = torch.Generator().manual_seed(e.norm_seed)
+                enc.fit_normalisation(self.synth(torch.rand(e.norm_examples, 2, generator=g), generator=g))
+            else:
+                enc.feature_mean.copy_(front.feature_mean)
+                enc.feature_std.copy_(front.feature_std)
         return enc
 
     def features(self, x: Tensor) -> Tensor:
