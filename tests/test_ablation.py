@@ -221,6 +221,16 @@ def test_shipped_spec_is_valid() -> None:
     assert len(spec.seeds) >= 5
 
 
+@pytest.mark.parametrize("name", ["ablation_hyperparams.yaml", "ablation_followup.yaml"])
+def test_companion_specs_share_the_shipped_task_base_and_budget(name: str) -> None:
+    """The hyperparameter and follow-up specs compare their arms with the shipped
+    spec's runs of the same seeds: that holds only with the same task, base and budget."""
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    shipped, other = load_spec(configs / "ablation_chirplet.yaml"), load_spec(configs / name)
+    assert (other.task, other.base, other.budget, other.threads) == (shipped.task, shipped.base, shipped.budget, shipped.threads)
+    assert set(other.seeds) <= set(shipped.seeds)
+
+
 # ----------------------------------------------------------------------------- budgets
 def test_arm_steps_override_the_budget_and_show_in_the_table(tmp_path: Path) -> None:
     spec = tiny(arms=[{"name": "scrapl", "steps": 3}, {"name": "sup", "kind": "supervised"}], seeds=[0],

@@ -485,3 +485,13 @@ def test_optimizer_factory_returning_none_is_that_plugins_error(fake_registry, f
         built.optimizer([torch.nn.Parameter(torch.ones(2))])
     assert isinstance(scrapl.build(fake_config_dict, registry=fake_registry).optimizer([torch.nn.Parameter(torch.ones(2))]),
                       torch.optim.Optimizer)
+
+
+def test_plugin_spec_of_takes_the_name_from_the_config_literal() -> None:
+    from scrapl.transforms.jtfs import JTFSConfig, make_jtfs
+
+    spec = scrapl.PluginSpec.of("transform", JTFSConfig, make_jtfs, "d")
+    assert (spec.kind, spec.name, spec.config_cls, spec.factory, spec.description) == \
+        ("transform", "jtfs", JTFSConfig, make_jtfs, "d")
+    with pytest.raises(TypeError, match="no default 'name'"):
+        scrapl.PluginSpec.of("transform", dict, make_jtfs)
