@@ -166,51 +166,47 @@ def test_architecture_doc_names_every_top_level_part() -> None:
         assert re.search(rf"`{re.escape(name)}", doc), f"docs/architecture.md does not mention {name}"
 
 
+def _cli_without(argv: list[str], forbidden: tuple[str, ...], setup: str = "", timeout: int = 120) -> str:
+    """Run ``scrapl.cli.main(argv)`` in a fresh interpreter (after ``setup``); assert it
+    succeeds without importing a module under ``forbidden``; returns its stdout."""
+    import subprocess
+    import sys
+
+    code = (f"import contextlib, io, sys\n{setup}from scrapl.cli import main\n"
+            f"with contextlib.redirect_stdout(io.StringIO()) as out:\n    rc = main({argv!r})\n"
+            "assert rc == 0, rc\n"
+            f"bad = sorted(m for m in sys.modules if m.startswith({forbidden!r}))\n"
+            "assert not bad, bad\n"
+            "print(out.getvalue())\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+    assert res.returncode == 0, res.stderr
+    return res.stdout
+
+
 @pytest.mark.parametrize("argv", [["paths", "{cfg}", "--json"], ["plugins", "--no-autoload"], ["schema"],
                                   ["bench", "--config", "{cfg}", "--methods", "scrapl", "--repeats", "1", "--no-progress"]])
 def test_library_commands_import_no_demo_code(tmp_path, argv) -> None:
     """`scrapl paths`, `plugins`, `schema` and `bench` run on library functions only."""
-    import subprocess
-    import sys
-
     cfg = tmp_path / "c.yaml"
     cfg.write_text("transform: {name: jtfs, shape: 1024, J: 4, Q1: 2, Q2: 1, J_fr: 2, Q_fr: 1}\n"
                    "demo: {synth: {sr: 16000}}\n")
-    args = [a.replace("{cfg}", str(cfg)) for a in argv]
-    code = ("import contextlib, io, sys\nfrom scrapl.cli import main\n"
-            f"with contextlib.redirect_stdout(io.StringIO()) as out:\n    rc = main({args!r})\n"
-            "assert rc == 0, rc\n"
-            "bad = sorted(m for m in sys.modules if m.startswith(('scrapl.demo', 'scrapl.ablation')))\n"
-            "assert not bad, bad\n"
-            "print(out.getvalue()[:200])\n")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stderr
+    out = _cli_without([a.replace("{cfg}", str(cfg)) for a in argv], ("scrapl.demo", "scrapl.ablation"))
     if argv[0] == "paths":
-        assert '"sample_rate": 16000' in res.stdout
+        assert '"sample_rate": 16000' in out
 
 
 def test_warmup_command_runs_any_registered_task_without_demo_code(tmp_path) -> None:
     """`scrapl warmup` takes a third-party task (registered in the process, as an entry
     point would) and imports no demo module; the probabilities it writes sum to one."""
-    import subprocess
-    import sys
-
     cfg = tmp_path / "c.yaml"
     cfg.write_text("transform: {name: jtfs, shape: 1024, J: 4, Q1: 2, Q2: 1, J_fr: 2, Q_fr: 1}\n"
                    "task: {name: toy_for_test, settings: {hop: 32}}\nwarmup: {n_iter: 2, batch_size: 2}\n")
-    code = ("import contextlib, io, json, sys\n"
-            f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
-            "from toy_task import ToyTask\nfrom scrapl.ablation import register_task\n"
-            "register_task('toy_for_test', ToyTask)\nfrom scrapl.cli import main\n"
-            f"with contextlib.redirect_stdout(io.StringIO()) as out:\n"
-            f"    rc = main(['warmup', {str(cfg)!r}, '--out', {str(tmp_path / 'w')!r}, '--no-progress', '--quiet'])\n"
-            "assert rc == 0, rc\n"
-            "bad = sorted(m for m in sys.modules if m.startswith('scrapl.demo'))\n"
-            "assert not bad, bad\n"
-            "print(out.getvalue())\n")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr
-    summary = json.loads(res.stdout)
+    setup = (f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+             "from toy_task import ToyTask\nfrom scrapl.ablation import register_task\n"
+             "register_task('toy_for_test', ToyTask)\n")
+    out = _cli_without(["warmup", str(cfg), "--out", str(tmp_path / "w"), "--no-progress", "--quiet"],
+                       ("scrapl.demo",), setup, timeout=300)
+    summary = json.loads(out)
     assert summary["task"] == "toy_for_test" and summary["complete"] is True
     import torch
 
