@@ -122,20 +122,22 @@ def _methods(text: str) -> tuple[str, ...]:
     return names
 
 
-#: Sections a config file may hold beside the scrapl config; the commands read them
-#: (``demo:`` the demo's settings; ``task:`` and ``warmup:`` the warmup job's).
-EXTRA_SECTIONS = ("demo", "task", "warmup")
-
-
-def _read_config(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The one config-file reader of the commands: ``(scrapl config, extra sections)``."""
+def _read_mapping(path: str) -> dict[str, Any]:
+    """The one config-file reader of the commands (YAML/JSON mapping; one-line errors)."""
     from scrapl.builder import read_mapping_file
 
     try:
-        data = read_mapping_file(path)
+        return read_mapping_file(path)
     except (OSError, ValueError, TypeError) as exc:
         raise CliError(_one_line(exc)) from None
-    extra = {k: data.pop(k) for k in EXTRA_SECTIONS if k in data}
+
+
+def _read_config(path: str, sections: tuple[str, ...] = ("demo",)) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A config file split into ``(scrapl config, {section: mapping})``: the command's
+    own ``sections`` (``demo:``; ``task:`` and ``warmup:`` for ``scrapl warmup``) are
+    taken out, anything else stays for the scrapl config's validation."""
+    data = _read_mapping(path)
+    extra = {k: data.pop(k) or {} for k in sections if k in data}  # an empty section (None) is {}
     for key, value in extra.items():
         if not isinstance(value, Mapping):
             raise CliError(f"{path}: the '{key}' section must be a mapping, got {type(value).__name__}")
@@ -208,8 +210,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         scrapl_cfg, sections = _read_config(args.config)
         demo = sections.get("demo", {})
     if args.settings is not None:
-        extra, sections = _read_config(args.settings)  # a 'demo:' section or its content
-        demo = {**demo, **sections.get("demo", extra)}
+        extra = _read_mapping(args.settings)  # a 'demo:' section or its content
+        demo = {**demo, **extra.get("demo", extra)}
     overrides = {
         "steps": args.steps,
         "full_steps": args.full_steps,
@@ -331,7 +333,7 @@ def _cmd_warmup(args: argparse.Namespace) -> int:
 
     # A scrapl config plus the job's sections: ``task:`` and ``warmup:``, or a demo
     # config's ``demo:`` section (the demo's task, warmup and seed).
-    data, sections = _read_config(args.config)
+    data, sections = _read_config(args.config, ("demo", "task", "warmup"))
     demo = sections.pop("demo", None)
     job: dict[str, Any] = sections
     if demo is not None:

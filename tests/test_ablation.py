@@ -338,3 +338,16 @@ def test_a_third_party_task_trains_and_its_warmup_file_replaces_the_arms_warmup(
     warmed = run_one(spec, "is_warm", 0)
     assert "warmup_seconds" not in from_file["info"] and warmed["info"]["warmup_seconds"] > 0
     assert math.isfinite(from_file["final"]["theta_l1"]) and "theta_l1_amp" in from_file["final"]
+
+
+def test_with_n_theta_sets_checks_and_leaves_other_samplers() -> None:
+    from scrapl.ablation.warmup import with_n_theta
+
+    cfg = {"transform": {"name": "jtfs"}, "sampler": {"name": "theta_is", "min_prob_frac": 0.5}}
+    out = with_n_theta(cfg, 2)
+    assert out["sampler"] == {"name": "theta_is", "min_prob_frac": 0.5, "n_theta": 2}
+    assert "n_theta" not in cfg["sampler"]  # a copy
+    assert with_n_theta({"sampler": "theta_is"}, 3)["sampler"] == {"name": "theta_is", "n_theta": 3}
+    assert with_n_theta({"sampler": {"name": "uniform"}}, 2)["sampler"] == {"name": "uniform"}
+    with pytest.raises(ValueError, match="n_theta must be 2"):
+        with_n_theta({"sampler": {"name": "theta_is", "n_theta": 3}}, 2)

@@ -58,3 +58,26 @@ def test_a_stray_file_is_named_before_any_work(tmp_path: Path, config: Path, cap
     err = capsys.readouterr().err.strip()
     assert "vals_old.pt" in err and err.count("\n") == 0
     assert sorted(p.name for p in out.iterdir()) == ["vals_old.pt"]
+
+
+def test_demo_settings_file_keeps_its_warmup_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`scrapl demo --settings FILE` reads the whole file (or its `demo:` section) as
+    demo settings, a `warmup:` key included; a config's `task:` section is not a
+    scrapl setting of the demo and is refused by the config's validation."""
+    import scrapl.demo.train as train
+
+    seen = {}
+
+    def fake_run_demo(cfg, settings, **kwargs):  # records what the command built
+        seen["settings"] = settings
+        raise SystemExit(0)
+
+    monkeypatch.setattr(train, "run_demo", fake_run_demo)
+    settings = tmp_path / "s.yaml"
+    settings.write_text("warmup: {n_iter: 3}\nsteps: 7\n")
+    with pytest.raises(SystemExit):
+        main(["demo", "--settings", str(settings), "--out", str(tmp_path / "o"), "--no-progress"])
+    assert seen["settings"].warmup.n_iter == 3 and seen["settings"].steps == 7
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(SMALL + "task: {name: chirplet}\n")
+    assert main(["demo", "--config", str(cfg), "--out", str(tmp_path / "o2"), "--no-progress"]) == 2

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from scrapl.ablation.spec import AblationSpec, ArmSpec, arm_config, load_spec, torch_optimizer_kwargs
 from scrapl.ablation.tasks import Task, make_task
-from scrapl.ablation.warmup import task_warmup
+from scrapl.ablation.warmup import task_warmup, with_n_theta
 from scrapl.interfaces import PathAwareOptimizer
 
 __all__ = ["run_one", "signal_length", "build_task", "STAGES"]
@@ -101,10 +101,7 @@ def _setup(spec: AblationSpec, arm: ArmSpec, task: Task, model: nn.Module, seed:
     torch_adam = opt_cfg.get("name") == "adam"
     if torch_adam:
         cfg["optimizer"] = {"name": "sgd"}
-    sampler = cfg.get("sampler")
-    if isinstance(sampler, Mapping) and sampler.get("name") == "theta_is" and "n_theta" not in sampler:
-        cfg["sampler"] = {**sampler, "n_theta": len(task.param_names)}
-    built = scrapl.build(cfg)
+    built = scrapl.build(with_n_theta(cfg, len(task.param_names)))
     info: dict[str, Any] = {"sampler": built.config.sampler.name, "n_paths": built.transform.n_paths}
     setup_seconds = 0.0
     if built.config.sampler.name == "theta_is" and getattr(built.sampler, "loaded_probs_path", None) is None:

@@ -24,7 +24,7 @@ from scrapl.ablation.spec import TaskSpec, WarmupSpec
 from scrapl.ablation.tasks import Task, get_task_class, make_task
 from scrapl.configs import SeedInt, StrictModel
 
-__all__ = ["WarmupJob", "task_warmup", "warmup_identity", "run_warmup_job"]
+__all__ = ["WarmupJob", "task_warmup", "with_n_theta", "warmup_identity", "run_warmup_job"]
 
 
 class WarmupJob(StrictModel):
@@ -95,21 +95,21 @@ def task_warmup(
 
 
 def with_n_theta(scrapl_cfg: Mapping[str, Any], n_params: int) -> dict[str, Any]:
-    """A copy of ``scrapl_cfg`` whose sampler is ``theta_is`` with ``n_theta =
-    n_params`` (the config's other sampler settings kept when it is theta-IS).
+    """A copy of ``scrapl_cfg`` in which a ``theta_is`` sampler has ``n_theta =
+    n_params`` (set when the config leaves it out); other samplers are kept as they are.
 
     Raises:
         ValueError: the config sets another ``sampler.n_theta``.
     """
     cfg = copy.deepcopy(dict(scrapl_cfg))
     sampler = cfg.get("sampler")
-    sampler = {"name": sampler} if isinstance(sampler, str) else dict(sampler or {})
-    if sampler.get("name") != "theta_is":
-        sampler = {"name": "theta_is"}
-    n_theta = sampler.setdefault("n_theta", n_params)
-    if n_theta != n_params:
-        raise ValueError(f"sampler.n_theta must be {n_params} for this task (one per parameter), got {n_theta!r}")
-    cfg["sampler"] = sampler
+    sampler = {"name": sampler} if isinstance(sampler, str) else sampler
+    if isinstance(sampler, Mapping) and sampler.get("name") == "theta_is":
+        sampler = dict(sampler)
+        n_theta = sampler.setdefault("n_theta", n_params)
+        if n_theta != n_params:
+            raise ValueError(f"sampler.n_theta must be {n_params} for this task (one per parameter), got {n_theta!r}")
+        cfg["sampler"] = sampler
     return cfg
 
 
@@ -162,8 +162,8 @@ def run_warmup_job(
     from the folder).
 
     Args:
-        scrapl_cfg: a scrapl config (its sampler becomes ``theta_is`` with one
-            curvature per task parameter).
+        scrapl_cfg: a scrapl config (its sampler becomes ``theta_is``, unless it is
+            one, with one curvature per task parameter).
         job: :class:`WarmupJob` (or its dict; default: the chirplet task).
         out_dir: folder of ``vals_{p}.pt``, ``warmup.json`` and ``probs.pt``.
         shard: ``(index, count)``: this process's share of the paths.
@@ -179,7 +179,10 @@ def run_warmup_job(
 
     job = job if isinstance(job, WarmupJob) else WarmupJob.model_validate(job or {})
     n_params = len(get_task_class(job.task.name).param_names)
-    cfg = with_n_theta(scrapl_cfg, n_params)
+    sampler = scrapl_cfg.get("sampler")
+    name = sampler if isinstance(sampler, str) else dict(sampler or {}).get("name")
+    base = scrapl_cfg if name == "theta_is" else {**scrapl_cfg, "sampler": {"name": "theta_is"}}
+    cfg = with_n_theta(base, n_params)
     built = scrapl.build(cfg)
     n_paths = built.transform.n_paths
     task = make_task(job.task.name, job.task.settings, built.transform.n_samples)

@@ -1,11 +1,11 @@
-"""Settings of the sound-matching demo and the split of demo config files.
+"""Settings of the sound-matching demo and the layout of demo config files.
 
 A demo config file is a scrapl config (top-level ``transform``, ``sampler``,
 ``optimizer``, ``loss``, ``seed``; what :func:`scrapl.build` reads) with an optional
 extra top-level ``demo:`` mapping holding :class:`DemoSettings`.  The command line
-splits the two (:func:`split_demo_config`) before calling ``scrapl.build``, so a file
-without ``demo:`` is a plain scrapl config and a file with it only differs by that
-key.  Example::
+takes the ``demo:`` section out before calling ``scrapl.build``, so a file without
+``demo:`` is a plain scrapl config and a file with it only differs by that key.
+Example::
 
     transform: {name: jtfs, shape: 8192, J: 10, Q1: 8, Q2: 2, J_fr: 3, Q_fr: 2, T: 4096, F: 8}
     sampler: {name: theta_is}
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -36,7 +36,6 @@ __all__ = [
     "DEFAULT_SCRAPL_CONFIG",
     "default_scrapl_config",
     "read_config_file",
-    "split_demo_config",
 ]
 
 
@@ -170,18 +169,3 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     from scrapl.builder import read_mapping_file
 
     return read_mapping_file(path)
-
-
-def split_demo_config(data: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Split a demo config mapping into ``(scrapl_config, demo_settings)``.
-
-    The ``demo`` key (if any) is removed and returned as the second item (a dict to
-    validate with :class:`DemoSettings`); the rest is the scrapl config.
-    """
-    if not isinstance(data, Mapping):
-        raise TypeError(f"config must be a mapping, got {type(data).__name__}")
-    scrapl_cfg = {k: copy.deepcopy(v) for k, v in data.items() if k != "demo"}
-    demo = data.get("demo") or {}
-    if not isinstance(demo, Mapping):
-        raise ValueError(f"the 'demo' section must be a mapping, got {type(demo).__name__}")
-    return scrapl_cfg, dict(demo)

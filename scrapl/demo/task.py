@@ -127,20 +127,19 @@ class ChirpletTask(Task):
         self._streams: dict[tuple[int, int], _Stream] = {}
         self._val: dict[str, Tensor] | None = None
 
-    def _encoder(self) -> ChirpletEncoder:
+    def _encoder(self, stats_from: ChirpletEncoder | None = None) -> ChirpletEncoder:
         """An encoder (head weights from torch's generator) whose feature
-        normalisation is fitted on ``norm_examples`` signals of ``norm_seed`` (once:
-        later encoders copy the front end's statistics, the same values)."""
+        normalisation is fitted on ``norm_examples`` signals of ``norm_seed``, or
+        copied from ``stats_from`` (an encoder fitted so: the same values)."""
         e = self.settings.encoder
         enc = ChirpletEncoder(self.n_samples, 2, hidden=e.hidden, n_octaves=e.n_octaves, Q=e.Q, hop=e.hop, n_mod=e.n_mod)
-        front = getattr(self, "_front", None)
         with torch.no_grad():
-            if front is None:
+            if stats_from is None:
                 g = torch.Generator().manual_seed(e.norm_seed)
                 enc.fit_normalisation(self.synth(torch.rand(e.norm_examples, 2, generator=g), generator=g))
             else:
-                enc.feature_mean.copy_(front.feature_mean)
-                enc.feature_std.copy_(front.feature_std)
+                enc.feature_mean.copy_(stats_from.feature_mean)
+                enc.feature_std.copy_(stats_from.feature_std)
         return enc
 
     def features(self, x: Tensor) -> Tensor:
@@ -151,7 +150,7 @@ class ChirpletTask(Task):
         fork = torch.random.fork_rng(devices=[])
         with fork:  # weights from seed only; torch's global generator left untouched
             torch.manual_seed(seed)
-            enc = self._encoder()
+            enc = self._encoder(stats_from=self._front)
         return _Model(enc)
 
     def batch(self, seed: int, index: int, batch_size: int) -> dict[str, Tensor]:
