@@ -14,7 +14,6 @@ import torch
 from torch import Tensor
 
 from scrapl import checks
-from scrapl.checks import check_transform_input
 from scrapl.interfaces import PathInfo, ScatteringTransform
 from scrapl.transforms.scattering1d import core
 from scrapl.transforms.scattering1d.config import Scattering1DConfig
@@ -192,7 +191,7 @@ class TimeScattering(ScatteringTransform):
         """Validate ``x`` and flatten it to ``(B, N)``, divided by a power of two per
         row (see :mod:`scrapl.transforms.scale`); returns it with the batch shape and
         the ``(B,)`` scales to multiply the output by."""
-        check_transform_input(x, self.psi1)
+        checks.check_transform_input(x, self.psi1)
         if x.ndim < 1 or x.shape[-1] != self.n_samples:
             raise ValueError(
                 f"x must have shape (batch, samples) or (batch, channels, samples) with "
