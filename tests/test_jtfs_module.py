@@ -121,6 +121,27 @@ def test_float64_after_double(small: JTFS) -> None:
     assert m.forward_path(x.float(), 11).dtype == torch.float32
 
 
+def test_path_plans_follow_the_buffers() -> None:
+    # forward_path caches each path's buffer views; moving or converting the module
+    # must drop them (else a float32 view would meet float64 input), and a copy
+    # starts without them
+    import copy
+    import pickle
+
+    m = JTFS(shape=4096, J=6, Q1=8, Q2=1, J_fr=2, Q_fr=1)
+    x = torch.randn(2, 4096, generator=torch.Generator().manual_seed(4))
+    first = m.forward_path(x, 11)
+    assert torch.equal(m.forward_path(x, 11), first) and (11, True) in m._plans
+    assert m.forward_path(x, 11, crop_time=False).shape[-1] == m.T_out_padded  # its own plan
+    m.double()
+    assert len(m._plans) == 0
+    assert rel_l2(m.forward_path(x.double(), 11), first) < 1e-5
+    assert all(t.dtype != torch.float32 for t in m._plans[(11, True)].tensors)
+    for clone in (copy.deepcopy(m), pickle.loads(pickle.dumps(m))):
+        assert len(clone._plans) == 0
+        assert torch.equal(clone.forward_path(x.double(), 11), m.forward_path(x.double(), 11))
+
+
 def test_buffers_are_derived_state(small: JTFS) -> None:
     names = [n for n, _ in small.named_buffers()]
     assert len(names) > 10

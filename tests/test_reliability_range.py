@@ -69,3 +69,16 @@ def test_scaling_is_by_exact_powers_of_two() -> None:
     xs, s = normalise(x)
     assert s.tolist()[1] == 1.0 and torch.equal(xs * s[:, None], x)
     assert 0.5 <= xs[0].abs().max() < 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_scales_are_the_ldexp_powers_of_two(dtype: torch.dtype) -> None:
+    # normalise writes 2**e from the float's bit pattern; it must equal ldexp over
+    # the whole clamped exponent range, and s * (1 / s) must be exactly 1
+    peaks = torch.tensor([2.0 ** k for k in range(-126, 128, 3)] + [0.0, 1e-45, 3e38], dtype=dtype)
+    x = torch.stack([peaks, -peaks / 3], dim=1)
+    xs, s = normalise(x)
+    _, e = torch.frexp(x.abs().amax(dim=-1))
+    want = torch.ldexp(torch.ones_like(s), e.clamp(-120, 120))
+    assert torch.equal(s, want)
+    assert torch.equal(xs, x * torch.ldexp(torch.ones_like(s), -e.clamp(-120, 120))[:, None])

@@ -26,15 +26,29 @@ __all__ = ["normalise", "rescale"]
 _MAX_EXP: int = 120
 
 
+#: ``(integer dtype, mantissa bits, exponent bias)`` of the float dtypes whose powers
+#: of two :func:`_pow2` writes straight from their bit pattern.
+_LAYOUT = {torch.float32: (torch.int32, 23, 127), torch.float64: (torch.int64, 52, 1023)}
+
+
+def _pow2(e: Tensor, dtype: torch.dtype) -> Tensor:
+    """``2.0 ** e`` exactly, for integer ``e`` within ``[-_MAX_EXP, _MAX_EXP]``: the
+    float's bit pattern ``(e + bias) << mantissa`` (two integer operations and a
+    reinterpretation, instead of ``ldexp``'s several kernels)."""
+    layout = _LAYOUT.get(dtype)
+    if layout is None:
+        return torch.ldexp(torch.ones(e.shape, dtype=dtype, device=e.device), e)
+    itype, mant, bias = layout
+    return torch.bitwise_left_shift(e.to(itype) + bias, mant).view(dtype)
+
+
 def normalise(x: Tensor) -> tuple[Tensor, Tensor]:
     """``(x / s, s)`` for ``x`` of shape ``(B, N)``: ``s`` (``(B,)``, dtype of ``x``) is
     the power of two with ``0.5 <= max|x[b]| / s[b] < 1`` (1 for an all-zero row)."""
     with torch.no_grad():
-        peak = x.detach().abs().amax(dim=-1)
-        _, e = torch.frexp(peak)
-        e = e.clamp(-_MAX_EXP, _MAX_EXP)
-        s = torch.ldexp(torch.ones_like(peak), e)
-        inv = torch.ldexp(torch.ones_like(peak), -e)
+        _, e = torch.frexp(x.detach().abs().amax(dim=-1))
+        e = e.clamp_(-_MAX_EXP, _MAX_EXP)
+        s, inv = _pow2(e, x.dtype), _pow2(e.neg_(), x.dtype)
     return x * inv[:, None], s
 
 

@@ -178,8 +178,12 @@ def _native(*tensors: Tensor, contiguous: bool = True) -> native.Kernels | None:
     if tensors[0].device.type != "cpu":
         return None
     k = native.get()
-    if k is None or not k.accepts(*tensors) or (contiguous and not all(t.is_contiguous() for t in tensors)):
+    if k is None or not k.accepts(*tensors):
         return None
+    if contiguous:
+        for t in tensors:
+            if not t.is_contiguous():
+                return None
     return k
 
 

@@ -44,6 +44,37 @@ class _Second:
     segments: tuple
 
 
+@dataclass(frozen=True)
+class _PathPlan:
+    """What :meth:`JTFS.forward_path` looks up for one path and time crop, built on
+    first use: the fused first-order call's arguments (``specs``, ``tensors``,
+    ``width``; ``None`` when a group is not one-sided), the fold, and views of the
+    path's rows of the frequential operator, of its time-averaging matrix and of its
+    output projection and bias."""
+
+    n2: int
+    specs: tuple | None
+    tensors: tuple[Tensor, ...]
+    width: int
+    fold: Tensor | None
+    M: Tensor
+    A: Tensor
+    P: Tensor
+    bias: Tensor
+
+
+class _PlanCache(dict):
+    """``(path, crop_time) -> _PathPlan``; emptied whenever the buffers are moved or
+    converted (``JTFS._apply``) and never copied (a copy of the module rebuilds its
+    own)."""
+
+    def __deepcopy__(self, memo: dict) -> "_PlanCache":
+        return _PlanCache()
+
+    def __reduce__(self):
+        return (_PlanCache, ())
+
+
 class JTFS(ScatteringTransform):
     """Joint time-frequency scattering whose second-order channels are SCRAPL paths.
 
@@ -104,6 +135,11 @@ class JTFS(ScatteringTransform):
         self._build(cfg)
         #: Reusable CPU work buffers (see the class docs); never part of the state.
         self.buffer_pool = BufferPool()
+        self._plans = _PlanCache()
+
+    def _apply(self, fn, recurse: bool = True):  # .to(), .double(), .cuda(), ...: new buffers
+        self._plans = _PlanCache()
+        return super()._apply(fn, recurse)
 
     @classmethod
     def from_config(cls, cfg: JTFSConfig) -> "JTFS":
@@ -322,28 +358,38 @@ class JTFS(ScatteringTransform):
         """
         i = self._check_index(i)
         xb, batch_shape, scale = self._prepare(x)
+        plan = self._plans.get((i, crop_time)) or self._path_plan(i, crop_time)
+        x_hat = self._input_spectrum(xb)
+        if plan.specs is not None:  # fused: no scalogram spectrum is kept
+            win = core.ScalogramSecondOrder.apply(x_hat, plan.specs, plan.width, self.buffer_pool, *plan.tensors)
+            y2 = core.second_order_inverse(win, self._second[plan.n2].T2, plan.fold, self.buffer_pool)
+        else:
+            sp = self._second[plan.n2]
+            y2 = self._second_rows(self._u1_hats(x_hat, self._groups[: sp.n_groups]), sp)
+        S = core.freq_scatter_modulus_average(y2, plan.M, plan.A, self.buffer_pool)
+        out = torch.matmul(plan.P, S) + plan.bias
+        return rescale(out, scale).reshape(*batch_shape, *out.shape[-2:])
+
+    def _path_plan(self, i: int, crop_time: bool) -> _PathPlan:
         n2, nf = self._paths[i]
         sp = self._second[n2]
-        x_hat = self._input_spectrum(xb)
         groups = self._groups[: sp.n_groups]
-        if all(g.one_sided for g in groups):  # fused: no scalogram spectrum is kept
-            specs, tensors = [], []
-            for gi, g in enumerate(groups):
-                specs.append((g.win_start, g.L, sp.segments[gi]))
-                tensors += [getattr(self, f"_g{g.k}_idx"), getattr(self, f"_g{g.k}_h2"),
-                            getattr(self, f"_s{n2}_coef{gi}")]
-            width = sp.T2 if not sp.folded else getattr(self, f"_s{n2}_coef0").shape[0]
-            win = core.ScalogramSecondOrder.apply(x_hat, tuple(specs), width, self.buffer_pool, *tensors)
-            y2 = core.second_order_inverse(win, sp.T2, getattr(self, f"_s{n2}_fold") if sp.folded else None,
-                                           self.buffer_pool)
-        else:
-            y2 = self._second_rows(self._u1_hats(x_hat, groups), sp)
+        specs, tensors = [], []
+        for gi, g in enumerate(groups):
+            specs.append((g.win_start, g.L, sp.segments[gi]))
+            tensors += [getattr(self, f"_g{g.k}_idx"), getattr(self, f"_g{g.k}_h2"),
+                        getattr(self, f"_s{n2}_coef{gi}")]
+        fused = all(g.one_sided for g in groups)
         cols = self._cols(crop_time)
         r0, r1 = sp.row_start[nf], sp.row_stop[nf]
-        M = getattr(self, f"_s{n2}_M")[2 * r0: 2 * r1]
-        S = core.freq_scatter_modulus_average(y2, M, getattr(self, f"_A{sp.j2}")[:, cols], self.buffer_pool)
-        out = self._finish_path(S, i, cols)
-        return rescale(out, scale).reshape(*batch_shape, *out.shape[-2:])
+        plan = _PathPlan(
+            n2=n2, specs=tuple(specs) if fused else None, tensors=tuple(tensors),
+            width=sp.T2 if not sp.folded else getattr(self, f"_s{n2}_coef0").shape[0],
+            fold=getattr(self, f"_s{n2}_fold") if sp.folded else None,
+            M=getattr(self, f"_s{n2}_M")[2 * r0: 2 * r1], A=getattr(self, f"_A{sp.j2}")[:, cols],
+            P=getattr(self, f"_p{i}_P"), bias=getattr(self, f"_p{i}_bias")[:, cols])
+        self._plans[(i, crop_time)] = plan
+        return plan
 
     def _all_paths(self, u1_hats: list[list[Tensor]], cols: slice) -> Tensor:
         outs = []

@@ -270,8 +270,13 @@ class Kernels:
     def accepts(*tensors: Tensor) -> bool:
         """All tensors on the CPU, of one float32/complex64 or float64/complex128
         precision."""
-        sufs = {_SUFFIX.get(t.dtype) for t in tensors}
-        return all(t.device.type == "cpu" for t in tensors) and len(sufs) == 1 and None not in sufs
+        suf = _SUFFIX.get(tensors[0].dtype)
+        if suf is None:
+            return False
+        for t in tensors:  # a plain loop: this runs dozens of times per step
+            if t.device.type != "cpu" or _SUFFIX.get(t.dtype) != suf:
+                return False
+        return True
 
     @staticmethod
     def _check(*tensors: Tensor) -> str:
