@@ -1,0 +1,42 @@
+"""The pure helpers of the benchmark scripts (their timings are never tested)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import bench_matrix  # noqa: E402
+import bench_overhead  # noqa: E402
+
+from scrapl.transforms.jtfs import JTFS  # noqa: E402
+
+
+@pytest.mark.parametrize("n, m, floats", [(1024, 1, 1 << 20), (65536, 40, 1 << 20), (4096, 1000, 1 << 16), (7, 3, 1)])
+def test_chunk_rows_cover_the_batch_in_cache_sized_pieces(n: int, m: int, floats: int) -> None:
+    pieces = bench_matrix.chunk_rows(n, m, floats)
+    assert sum(pieces) == m and all(p >= 1 for p in pieces)
+    assert all(2 * n * p <= floats for p in pieces) or pieces == [1] * m
+
+
+def test_time_floor_is_the_floor_without_the_frequential_ffts() -> None:
+    jtfs = JTFS(shape=4096, J=6, Q1=8, Q2=1, J_fr=2, Q_fr=1)
+    for i in (0, jtfs.n_paths - 1):
+        full = bench_matrix.fft_list(jtfs, i, 2)
+        time_only = bench_matrix.fft_list(jtfs, i, 2, frequential=False)
+        n2, _ = jtfs._paths[i]
+        T2 = jtfs._second[n2].T2
+        # 3 passes (input, target, input's adjoints) of 2 frequential FFTs each
+        assert len(full) - len(time_only) == 6
+        assert all(op in full for op in time_only)
+        assert [op for op in full if op not in time_only] and all(
+            m == 2 * T2 for _, _, m in (op for op in full if op not in time_only))
+        assert full[0] == ("r2c", jtfs.N_pad, 2) and full[-1] == ("c2r", jtfs.N_pad, 2)
+
+
+def test_overhead_fit_recovers_an_affine_cost() -> None:
+    a, b = bench_overhead._fit((1, 2, 3, 4), [0.004 + 0.0007 * k for k in (1, 2, 3, 4)])
+    assert a == pytest.approx(0.004) and b == pytest.approx(0.0007)
