@@ -8,13 +8,19 @@ import torch
 import scrapl
 from scrapl import checks
 
-CFG = {"transform": {"name": "jtfs", "shape": 1024, "J": 4, "Q1": 2, "Q2": 1, "J_fr": 2, "Q_fr": 1}}
+CFGS = {
+    "jtfs": ({"name": "jtfs", "shape": 1024, "J": 4, "Q1": 2, "Q2": 1, "J_fr": 2, "Q_fr": 1}, (1024,)),
+    "scattering1d": ({"name": "scattering1d", "shape": 1024, "J": 4, "Q": 2}, (1024,)),
+    "scattering2d": ({"name": "scattering2d", "shape": (16, 16), "J": 2, "L": 4}, (16, 16)),
+}
 
 
-def test_finite_check_runs_once_per_loss_call(monkeypatch: pytest.MonkeyPatch) -> None:
-    built = scrapl.build(CFG)  # the transform's own check_finite is on
-    assert built.transform.check_finite
-    x, y = torch.randn(2, 1, 1024), torch.randn(2, 1, 1024)
+@pytest.mark.parametrize("name", sorted(CFGS))
+def test_finite_check_runs_once_per_loss_call(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    transform, signal = CFGS[name]
+    built = scrapl.build({"transform": transform})  # the transform's own check_finite is on
+    shape = (2, 1, *signal)
+    x, y = torch.randn(shape), torch.randn(shape)
     calls = []
     real = torch.isfinite
 
@@ -24,12 +30,12 @@ def test_finite_check_runs_once_per_loss_call(monkeypatch: pytest.MonkeyPatch) -
 
     monkeypatch.setattr(torch, "isfinite", counting)
     built.loss(x, y)
-    assert calls == [(2, 1, 1024), (2, 1, 1024)]  # x and x_target, one reduction, no repeat
+    assert calls == [shape, shape]  # x and x_target, one reduction, no repeat
     calls.clear()
     built.transform.forward_path(x, 0)  # called directly, the transform checks its input
-    assert calls == [(2, 1, 1024)]
+    assert calls == [shape]
     bad = x.clone()
-    bad[0, 0, 0] = float("nan")
+    bad.view(-1)[0] = float("nan")
     with pytest.raises(ValueError, match="x contains NaN"):
         built.transform.forward_path(bad, 0)
 

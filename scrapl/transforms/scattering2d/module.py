@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from scrapl import checks
 from scrapl.interfaces import PathInfo, ScatteringTransform
-from scrapl.checks import check_transform_input
 from scrapl.transforms.scattering2d import core
 from scrapl.transforms.scattering2d.config import Scattering2DConfig, max_J
 from scrapl.transforms.scattering2d.filters import build_filterbank, wavelet_angle, wavelet_sigma, wavelet_xi
@@ -156,7 +156,7 @@ class ImageScattering(ScatteringTransform):
     # ------------------------------------------------------------------ helpers
     def _prepare(self, x: Tensor) -> tuple[Tensor, tuple[int, ...]]:
         """Validate ``x`` and flatten it to ``(B, M, N)``; returns it with the batch shape."""
-        check_transform_input(x, self.psi_0, " (convert integer images with x.float())")
+        checks.check_transform_input(x, self.psi_0, " (convert integer images with x.float())")
         M, N = self.shape
         if x.ndim < 2:
             raise ValueError(f"x must have at least 2 dimensions (..., height={M}, width={N}), got shape {tuple(x.shape)}")
@@ -165,8 +165,8 @@ class ImageScattering(ScatteringTransform):
                 f"x must have shape (..., height, width) with (height, width) = shape = {self.shape}, "
                 f"got {tuple(x.shape)}"
             )
-        if self._check_finite and not bool(torch.isfinite(x).all()):
-            raise ValueError("x contains NaN or inf values (disable with check_finite=False)")
+        if self._check_finite and not checks.inputs_checked():  # the loss checked it already
+            checks.require_finite(x)
         batch = tuple(x.shape[:-2])
         return x.reshape(-1, M, N), batch
 
