@@ -13,7 +13,8 @@ from pydantic import ValidationError
 
 import scrapl
 from scrapl import SCRAPLLoss
-from scrapl.demo.settings import DemoSettings, read_config_file
+from scrapl.builder import read_mapping_file
+from scrapl.demo.settings import DemoSettings
 
 T = {"name": "jtfs", "shape": 1024, "J": 4, "Q1": 4, "Q2": 1, "J_fr": 1, "Q_fr": 1}
 BOMB = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
@@ -32,7 +33,7 @@ BOMB = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
 def test_config_files_are_strict(tmp_path: Path, name: str, text: str, match: str) -> None:
     path = tmp_path / name
     path.write_text(text)
-    for read in (scrapl.build, read_config_file):
+    for read in (scrapl.build, read_mapping_file):  # the library's and the commands' reader
         t0 = time.process_time()
         with pytest.raises(ValueError, match=match):
             read(str(path))

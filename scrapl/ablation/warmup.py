@@ -174,6 +174,8 @@ def run_warmup_job(
         ValueError: a bad range, another ``n_theta``, ``shard`` under torchrun, or
             results in ``out_dir`` from other settings.
     """
+    import torch.distributed as dist
+
     import scrapl
     from scrapl.samplers import merge_warmup_dir
 
@@ -197,8 +199,6 @@ def run_warmup_job(
     out = Path(out_dir)
     started_dist = _maybe_init_distributed(log)
     try:
-        import torch.distributed as dist
-
         if shard is not None and dist.is_available() and dist.is_initialized():
             raise ValueError("shard cannot be combined with torchrun (each rank already takes a share)")
         out.mkdir(parents=True, exist_ok=True)
@@ -211,8 +211,6 @@ def run_warmup_job(
             dist.barrier()
     finally:
         if started_dist:
-            import torch.distributed as dist
-
             dist.destroy_process_group()
     present = sorted(int(f[5:-3]) for f in os.listdir(out) if re.fullmatch(r"vals_\d+\.pt", f))
     complete = len(present) == n_paths

@@ -20,7 +20,6 @@ Example::
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
@@ -35,7 +34,6 @@ __all__ = [
     "DemoSettings",
     "DEFAULT_SCRAPL_CONFIG",
     "default_scrapl_config",
-    "read_config_file",
 ]
 
 
@@ -162,10 +160,3 @@ DEFAULT_SCRAPL_CONFIG: dict[str, Any] = {
 def default_scrapl_config() -> dict[str, Any]:
     """A fresh copy of :data:`DEFAULT_SCRAPL_CONFIG`."""
     return copy.deepcopy(DEFAULT_SCRAPL_CONFIG)
-
-
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML (or JSON) mapping from ``path`` (:func:`scrapl.builder.read_mapping_file`)."""
-    from scrapl.builder import read_mapping_file
-
-    return read_mapping_file(path)
