@@ -111,17 +111,17 @@ def require_finite(x: Tensor, name: str = "x", hint: str = "pass check_finite=Fa
         raise ValueError(f"{name} contains NaN or infinite values ({hint})")
 
 
-def check_transform_input(x: Any, filters: Tensor, dtype_hint: str = "") -> None:
-    """The type, dtype and device checks of a transform's input ``x``: a float32 or
-    float64 tensor on the device of the transform's ``filters`` (its shape is the
-    transform's own check)."""
+def check_transform_input(x: Any, filters: Tensor, dtype_hint: str = "", name: str = "x") -> None:
+    """The type, dtype and device checks of a transform's input ``x`` (called
+    ``name`` in errors): a float32 or float64 tensor on the device of the
+    transform's ``filters`` (its shape is the transform's own check)."""
     if not isinstance(x, Tensor):
-        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"x must be float32 or float64{dtype_hint}, got dtype {x.dtype}")
+        raise TypeError(f"{name} must be float32 or float64{dtype_hint}, got dtype {x.dtype}")
     if x.device != filters.device:
         raise ValueError(
-            f"x is on {x.device} but the transform's filters are on {filters.device}; "
+            f"{name} is on {x.device} but the transform's filters are on {filters.device}; "
             "move one of them (transform.to(device))"
         )
 

@@ -123,6 +123,28 @@ class ScatteringTransform(nn.Module, abc.ABC):
             Tensor of shape ``(*batch, freq, time)``.
         """
 
+    def forward_path_pair(self, x: Tensor, x_target: Tensor, i: int, *,
+                          crop_time: bool = True) -> tuple[Tensor, Tensor]:
+        """Path ``i`` of a signal and of its target, as the loss needs them each step.
+
+        Returns ``(forward_path(x, i), forward_path(x_target, i))``, the second
+        computed without a graph (the target is a constant).  This default makes the
+        two calls; a transform may override it to process both batches in one pass
+        (the JTFS does: the fixed per-call costs are paid once).
+
+        Args:
+            x: signal ``(*batch, samples)``; its coefficients keep a graph when
+                gradients are enabled.
+            x_target: same shape as ``x``.
+            i, crop_time: as in :meth:`forward_path`.
+
+        Returns:
+            two tensors of shape ``(*batch, freq, time)``.
+        """
+        with torch.no_grad():
+            s_target = self.forward_path(x_target, i, crop_time=crop_time)
+        return self.forward_path(x, i, crop_time=crop_time), s_target
+
     @abc.abstractmethod
     def forward(self, x: Tensor, *, crop_time: bool = True) -> Tensor:
         """All paths: shape ``(*batch, n_paths, freq, time)``, equal path by path to

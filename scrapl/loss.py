@@ -260,8 +260,13 @@ class PathLoss(nn.Module):
         return rescale(torch.linalg.vector_norm(flat, ord=self.config.p, dim=-1), s).reshape(B)
 
     def _path_dist(self, x: Tensor, x_target: Tensor, i: int) -> Tensor:
-        s_target = self._coefs(x_target, i)
-        return self._norm(s_target - self._coefs(x, i))
+        if x_target.requires_grad and torch.is_grad_enabled():  # both signals get a gradient
+            s_target = self._coefs(x_target, i)
+            return self._norm(s_target - self._coefs(x, i))
+        # the target is a constant: one call for both (JTFS: one pass over the two batches)
+        with torch.set_grad_enabled(x.requires_grad and torch.is_grad_enabled()), checks.caller_checked():
+            s, s_target = self.transform.forward_path_pair(x, x_target, i, crop_time=self.config.crop_time)
+        return self._norm(self._rho(s_target) - self._rho(s))
 
     def _full_dist(self, x: Tensor, x_target: Tensor) -> Tensor:
         """Unreduced full-tree distance ``(batch, channels)`` of checked inputs."""

@@ -136,7 +136,7 @@ def test_path_plans_follow_the_buffers() -> None:
     m.double()
     assert len(m._plans) == 0
     assert rel_l2(m.forward_path(x.double(), 11), first) < 1e-5
-    assert all(t.dtype != torch.float32 for t in m._plans[(11, True)].tensors)
+    assert all(t.dtype != torch.float32 for t in m._plans[(11, True)].geo.tensors)
     for clone in (copy.deepcopy(m), pickle.loads(pickle.dumps(m))):
         assert len(clone._plans) == 0
         assert torch.equal(clone.forward_path(x.double(), 11), m.forward_path(x.double(), 11))

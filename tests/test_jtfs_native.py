@@ -85,6 +85,122 @@ def test_modulus_matches_torch_on_strided_rows(kernels: native.Kernels, threads:
 
 @needs_kernels
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_modulus_writes_the_phasor_out_of_place(kernels: native.Kernels, threads: int, dtype: torch.dtype) -> None:
+    """The paired forward keeps the phasor of the input's rows only: written into
+    separate buffers, the planes left as they were."""
+    g = torch.Generator().manual_seed(11)
+    y = torch.randn(2, 3, 4, 5000, generator=g, dtype=dtype)
+    before = y.clone()
+    out = torch.empty(3, 4, 5000, dtype=dtype)
+    ph = torch.full((2, 3, 4, 5000), float("nan"), dtype=dtype)
+    kernels.modulus(y[0], y[1], out, True, (ph[0], ph[1]))
+    assert torch.equal(y, before)
+    ref = core._modulus_torch(y[0].clone(), y[1].clone(), torch.empty_like(out))
+    torch.testing.assert_close(out, ref, rtol=2 * torch.finfo(dtype).eps, atol=0)
+    torch.testing.assert_close(ph[0], y[0] / ref, rtol=4 * torch.finfo(dtype).eps, atol=0)
+    torch.testing.assert_close(ph[1], y[1] / ref, rtol=4 * torch.finfo(dtype).eps, atol=0)
+    with native.disabled():  # the torch fallback of the same call
+        out2, ph2 = torch.empty_like(out), torch.empty_like(ph)
+        core._modulus_into(y[0], y[1], out2, True, (ph2[0], ph2[1]))
+    torch.testing.assert_close(ph2, ph, rtol=4 * torch.finfo(dtype).eps, atol=0)
+    assert torch.equal(y, before)
+
+
+def _freq_case(dtype: torch.dtype, B: int, n: int, R: int, T2: int, Tc: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    cdtype = torch.complex64 if dtype == torch.float32 else torch.complex128
+    y2 = torch.randn(B, n, T2, generator=g, dtype=cdtype)
+    Mc = torch.randn(R, n, generator=g, dtype=cdtype)
+    M = torch.zeros(R, 2, n, 2, dtype=dtype)
+    M[:, 0, :, 0], M[:, 0, :, 1], M[:, 1, :, 0], M[:, 1, :, 1] = Mc.real, -Mc.imag, Mc.imag, Mc.real
+    A_full = torch.rand(T2, Tc + 3, generator=g, dtype=dtype)
+    A = A_full[:, 1: 1 + Tc]  # a crop of the columns, as the module's time crop: strided rows of A.t()
+    return y2, M.reshape(2 * R, 2 * n), A
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("B,n,R,T2,Tc", [(2, 5, 7, 200, 3), (1, 1, 4, 64, 9), (3, 13, 9, 1500, 16),
+                                         (1, 4, 2, 5000, 64)])
+def test_fused_frequential_kernels_match_the_plain_composition(kernels: native.Kernels, threads: int,
+                                                               dtype: torch.dtype, B: int, n: int, R: int,
+                                                               T2: int, Tc: int) -> None:
+    """|M y2| A and its adjoint in one pass (register tiles of 4 rows, 64-sample
+    blocks, partial tiles and blocks) against the plain autograd composition in
+    float64."""
+    y2, M, A = _freq_case(dtype, B, n, R, T2, Tc)
+    ops = core.freq_operands(M, A)
+    out = torch.empty(B, R, Tc, dtype=dtype)
+    kernels.freq_forward(y2, ops.Mr, ops.Mi, ops.AT, out, core.freq_chunks(T2))
+    y64 = y2.to(torch.complex128).requires_grad_(True)
+    ref = core._freq_scatter_plain(y64, M.double(), A.double())
+    tol = 2e-6 if dtype == torch.float32 else 1e-12
+    assert float((out.double() - ref.detach()).norm() / ref.detach().norm()) < tol
+    g = torch.randn(B, R, Tc, generator=torch.Generator().manual_seed(3), dtype=dtype)
+    (want,) = torch.autograd.grad(ref, y64, g.double())
+    got = torch.full_like(y2, float("nan"))
+    kernels.freq_backward(y2, ops.Mr, ops.Mi, ops.AT, g, got, core.freq_chunks(T2))
+    assert float((got.to(torch.complex128) - want).norm() / want.norm()) < 10 * tol
+
+
+@needs_kernels
+def test_fused_frequential_kernels_read_a_strided_averaging_matrix(kernels: native.Kernels) -> None:
+    """The crop of the time-averaging columns is a block of rows of A.t(): a row stride
+    larger than the row, read in place."""
+    y2, M, A = _freq_case(torch.float32, 2, 3, 5, 300, 4, seed=5)
+    AT_full = torch.rand(9, 300, generator=torch.Generator().manual_seed(6))
+    ops = core.freq_operands(M, A)
+    strided = core.FreqOperands(ops.Mr, ops.Mi, AT_full[2:6])
+    dense = core.FreqOperands(ops.Mr, ops.Mi, AT_full[2:6].contiguous())
+    outs = []
+    for o in (strided, dense):
+        out = torch.empty(2, 5, 4)
+        kernels.freq_forward(y2, o.Mr, o.Mi, o.AT, out, 1)
+        outs.append(out)
+    assert torch.equal(outs[0], outs[1])
+
+
+@needs_kernels
+def test_fused_frequential_kernels_do_not_depend_on_the_thread_count(kernels: native.Kernels) -> None:
+    y2, M, A = _freq_case(torch.float32, 3, 6, 11, 4100, 5, seed=2)
+    ops = core.freq_operands(M, A)
+    g = torch.randn(3, 11, 5, generator=torch.Generator().manual_seed(7))
+    res = []
+    n = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            out, gy = torch.empty(3, 11, 5), torch.empty_like(y2)
+            kernels.freq_forward(y2, ops.Mr, ops.Mi, ops.AT, out, core.freq_chunks(4100))
+            kernels.freq_backward(y2, ops.Mr, ops.Mi, ops.AT, g, gy, core.freq_chunks(4100))
+            res.append((out, gy))
+    finally:
+        torch.set_num_threads(n)
+    for out, gy in res[1:]:
+        assert torch.equal(out, res[0][0]) and torch.equal(gy, res[0][1])
+
+
+@needs_kernels
+def test_fused_frequential_kernel_argument_checks(kernels: native.Kernels) -> None:
+    y2, M, A = _freq_case(torch.float32, 2, 3, 5, 100, 4)
+    o = core.freq_operands(M, A)
+    out = torch.empty(2, 5, 4)
+    with pytest.raises(ValueError, match="one precision"):
+        kernels.freq_forward(y2, o.Mr.double(), o.Mi, o.AT, out, 1)
+    with pytest.raises(ValueError, match=r"\(5, 3\)"):
+        kernels.freq_forward(y2, o.Mr[:, :2].contiguous(), o.Mi, o.AT, out, 1)
+    with pytest.raises(ValueError, match="AT must be"):
+        kernels.freq_forward(y2, o.Mr, o.Mi, o.AT[:, :50], out, 1)
+    with pytest.raises(ValueError, match="out must be"):
+        kernels.freq_forward(y2, o.Mr, o.Mi, o.AT, torch.empty(2, 5, 3), 1)
+    with pytest.raises(ValueError, match="contiguous"):
+        kernels.freq_forward(y2[:, :, ::2], o.Mr, o.Mi, o.AT[:, :50], torch.empty(2, 5, 4), 1)
+    with pytest.raises(ValueError, match="gy2 must be"):
+        kernels.freq_backward(y2, o.Mr, o.Mi, o.AT, torch.empty(2, 5, 4), torch.empty(2, 3, 99, dtype=y2.dtype), 1)
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_complex_modulus_and_its_backward_scale_match_torch(kernels: native.Kernels, threads: int,
                                                             dtype: torch.dtype) -> None:
     cdtype = torch.complex64 if dtype == torch.float32 else torch.complex128

@@ -15,8 +15,10 @@
  *
  * Compiled twice, for float (suffix _f32) and double (_f64).
  */
+#ifndef SCRAPL_FREQ_T /* the main part (the file includes itself below) */
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define BLOCK 4096
@@ -54,10 +56,11 @@ void fill_planes_##SUF(const T *ext, int64_t E, const int64_t *idx, const T *h2,
     }                                                                                   \
 }                                                                                       \
                                                                                         \
-/* out = sqrt(re^2 + im^2) + 1e-12 over (rows, cols) with row strides; when save,     \
- * also re /= out, im /= out (the phasor) in place. */                                  \
-void modulus_##SUF(T *re, T *im, T *out, int64_t rows, int64_t cols, int64_t s_re,       \
-                   int64_t s_im, int64_t s_out, int save, int nthreads) {               \
+/* out = sqrt(re^2 + im^2) + 1e-12 over (rows, cols) with row strides; when save,   \
+ * also pre = re / out and pim = im / out (the phasor; pre, pim may be re, im). */      \
+void modulus_##SUF(T *re, T *im, T *out, T *pre, T *pim, int64_t rows, int64_t cols,     \
+                   int64_t s_re, int64_t s_im, int64_t s_out, int64_t s_pre,              \
+                   int64_t s_pim, int save, int nthreads) {                             \
     int64_t nb = (cols + BLOCK - 1) / BLOCK;                                             \
     _Pragma("omp parallel for num_threads(nthreads) schedule(static)")                  \
     for (int64_t t = 0; t < rows * nb; ++t) {                                            \
@@ -65,11 +68,12 @@ void modulus_##SUF(T *re, T *im, T *out, int64_t rows, int64_t cols, int64_t s_r
         row_block(t, nb, cols, &r, &c0, &c1);                                            \
         T *x = re + r * s_re, *y = im + r * s_im, *o = out + r * s_out;                  \
         if (save) {                                                                     \
+            T *px = pre + r * s_pre, *py = pim + r * s_pim;                              \
             _Pragma("omp simd")                                                         \
             for (int64_t i = c0; i < c1; ++i) {                                          \
                 T a = x[i], b = y[i];                                                    \
                 T m = SQRT(a * a + b * b) + (T)1e-12;                                    \
-                o[i] = m; x[i] = a / m; y[i] = b / m;                                    \
+                o[i] = m; px[i] = a / m; py[i] = b / m;                                  \
             }                                                                           \
         } else {                                                                        \
             _Pragma("omp simd")                                                         \
@@ -214,6 +218,54 @@ DEFINE_KERNELS(float, f32, sqrtf)
 DEFINE_KERNELS(double, f64, sqrt)
 
 /* ------------------------------------------------------------------------------
+ * Frequential scattering, modulus and time averaging of one path, fused:
+ *
+ *   y[b, r, t]   = sum_k Mc[r, k] y2[b, k, t]            (complex, Mc = Mr + i Mi)
+ *   out[b, r, c] = sum_t (|y[b, r, t]| + 1e-12) AT[c, t]
+ *
+ * and its adjoint with respect to y2 for a gradient g of out:
+ *
+ *   gy2[b, k, t] = sum_r conj(Mc[r, k]) y[b, r, t] / (|y[b, r, t]| + 1e-12)
+ *                                        * sum_c g[b, r, c] AT[c, t]
+ *
+ * computed FTB time samples and four rows r at a time (register tiles), so that y
+ * never leaves the cache; the backward recomputes it instead of keeping it.
+ * Layouts: y2, gy2 complex (B, n, T2) contiguous; Mr, Mi real (R, n) contiguous;
+ * AT real (Tc, T2) with row stride sAT; out, g real (B, R, Tc) contiguous.  The
+ * time axis is cut into nch chunks chosen by the caller; tasks are (b, chunk).  The
+ * forward keeps one vector of float partial sums per (r, c) over a chunk (each lane
+ * sums at most chunk / 16 terms), adds the lanes in double precision and the chunks
+ * in order: the result does not depend on the number of threads.
+ * The template below (SCRAPL_FREQ_T) is this file included into itself once per
+ * precision; its arithmetic may use fused multiply-adds.
+ * ------------------------------------------------------------------------------ */
+#define FTB 64
+#ifdef _OPENMP
+#include <omp.h>
+#define THREAD_NUM() omp_get_thread_num()
+#else
+#define THREAD_NUM() 0
+#endif
+#define FN2(a, b) a##_##b
+#define FN1(a, b) FN2(a, b)
+#define FN(name) FN1(name, SCRAPL_FREQ_SUF)
+
+#define SCRAPL_FREQ_T float
+#define SCRAPL_FREQ_SUF f32
+#define SCRAPL_FREQ_SQRT sqrtf
+#include "_kernels.c"
+#undef SCRAPL_FREQ_T
+#undef SCRAPL_FREQ_SUF
+#undef SCRAPL_FREQ_SQRT
+#define SCRAPL_FREQ_T double
+#define SCRAPL_FREQ_SUF f64
+#define SCRAPL_FREQ_SQRT sqrt
+#include "_kernels.c"
+#undef SCRAPL_FREQ_T
+#undef SCRAPL_FREQ_SUF
+#undef SCRAPL_FREQ_SQRT
+
+/* ------------------------------------------------------------------------------
  * Planned FFTs through the MKL DFTI interface that torch's CPU library exports.
  *
  * torch.fft creates and commits a new MKL descriptor at every call, which costs
@@ -301,4 +353,259 @@ void dfti_release(void *plan) {
 }
 
 /* Version of this kernel interface (checked by native.py). */
-int scrapl_kernels_abi(void) { return 5; }
+int scrapl_kernels_abi(void) { return 7; }
+
+#else /* SCRAPL_FREQ_T: the frequential kernels of one precision (see above) */
+
+#if defined(__clang__)
+#pragma clang fp contract(fast)
+#elif defined(__GNUC__)
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=fast")
+#endif
+
+#define T SCRAPL_FREQ_T
+#define V FN(freq_vec)
+#define VL ((int64_t)(64 / sizeof(T)))
+#define NT (FTB / VL)
+typedef T V __attribute__((vector_size(64)));
+
+static inline V FN(vload)(const T *p) { V v; memcpy(&v, p, sizeof v); return v; }
+static inline void FN(vstore)(T *p, V v) { memcpy(p, &v, sizeof v); }
+
+/* yr, yi (n, FTB) <- samples [s, s + m) of y2b (complex (n, T2)), zeros beyond m. */
+static void FN(freq_load)(const T *y2b, int64_t n, int64_t T2, int64_t s, int64_t m, T *yr, T *yi) {
+    for (int64_t k = 0; k < n; ++k) {
+        const T *src = y2b + 2 * (k * T2 + s);
+        T *a = yr + k * FTB, *c = yi + k * FTB;
+        for (int64_t j = 0; j < m; ++j) { a[j] = src[2 * j]; c[j] = src[2 * j + 1]; }
+        for (int64_t j = m; j < FTB; ++j) { a[j] = 0; c[j] = 0; }
+    }
+}
+
+/* The operator in tiles of four rows: Mt[(tile * n + k) * 4 + q] = M[4 tile + q, k]
+ * (zero for rows >= R), for the real and imaginary parts. */
+static void FN(freq_tiles)(const T *Mr, const T *Mi, int64_t R, int64_t n, T *tr, T *ti) {
+    int64_t tiles = (R + 3) / 4;
+    for (int64_t tl = 0; tl < tiles; ++tl)
+        for (int64_t k = 0; k < n; ++k)
+            for (int64_t q = 0; q < 4; ++q) {
+                int64_t r = 4 * tl + q;
+                tr[(tl * n + k) * 4 + q] = r < R ? Mr[r * n + k] : 0;
+                ti[(tl * n + k) * 4 + q] = r < R ? Mi[r * n + k] : 0;
+            }
+}
+
+/* zr, zi (4, FTB): the tile's four rows of M y over the block (yr, yi). */
+static inline void FN(freq_rows)(const T *tr, const T *ti, int64_t n, const T *yr, const T *yi, T *zr, T *zi) {
+    for (int64_t t = 0; t < NT; ++t) {
+        V r0 = {0}, r1 = {0}, r2 = {0}, r3 = {0}, i0 = {0}, i1 = {0}, i2 = {0}, i3 = {0};
+        for (int64_t k = 0; k < n; ++k) {
+            const V a = FN(vload)(yr + k * FTB + t * VL), b = FN(vload)(yi + k * FTB + t * VL);
+            const T *p = tr + 4 * k, *q = ti + 4 * k;
+            r0 += p[0] * a - q[0] * b; i0 += p[0] * b + q[0] * a;
+            r1 += p[1] * a - q[1] * b; i1 += p[1] * b + q[1] * a;
+            r2 += p[2] * a - q[2] * b; i2 += p[2] * b + q[2] * a;
+            r3 += p[3] * a - q[3] * b; i3 += p[3] * b + q[3] * a;
+        }
+        FN(vstore)(zr + 0 * FTB + t * VL, r0); FN(vstore)(zi + 0 * FTB + t * VL, i0);
+        FN(vstore)(zr + 1 * FTB + t * VL, r1); FN(vstore)(zi + 1 * FTB + t * VL, i1);
+        FN(vstore)(zr + 2 * FTB + t * VL, r2); FN(vstore)(zi + 2 * FTB + t * VL, i2);
+        FN(vstore)(zr + 3 * FTB + t * VL, r3); FN(vstore)(zi + 3 * FTB + t * VL, i3);
+    }
+}
+
+/* P[q * Tc + c] += u[q] * w[c] lane by lane, summed over the block's NT vectors, for
+ * the tile's nq rows (u: (4, FTB); w: rows c with stride sw).  Register tiles of
+ * four rows by four columns. */
+static inline void FN(freq_average)(const T *u, const T *w, int64_t sw, int64_t Tc, int64_t nq, V *P) {
+    int64_t c = 0;
+    if (nq == 4) {
+        for (; c + 4 <= Tc; c += 4) {
+            V a00 = {0}, a01 = {0}, a02 = {0}, a03 = {0}, a10 = {0}, a11 = {0}, a12 = {0}, a13 = {0};
+            V a20 = {0}, a21 = {0}, a22 = {0}, a23 = {0}, a30 = {0}, a31 = {0}, a32 = {0}, a33 = {0};
+            for (int64_t t = 0; t < NT; ++t) {
+                const V u0 = FN(vload)(u + 0 * FTB + t * VL), u1 = FN(vload)(u + 1 * FTB + t * VL);
+                const V u2 = FN(vload)(u + 2 * FTB + t * VL), u3 = FN(vload)(u + 3 * FTB + t * VL);
+                const V w0 = FN(vload)(w + (c + 0) * sw + t * VL), w1 = FN(vload)(w + (c + 1) * sw + t * VL);
+                const V w2 = FN(vload)(w + (c + 2) * sw + t * VL), w3 = FN(vload)(w + (c + 3) * sw + t * VL);
+                a00 += u0 * w0; a01 += u0 * w1; a02 += u0 * w2; a03 += u0 * w3;
+                a10 += u1 * w0; a11 += u1 * w1; a12 += u1 * w2; a13 += u1 * w3;
+                a20 += u2 * w0; a21 += u2 * w1; a22 += u2 * w2; a23 += u2 * w3;
+                a30 += u3 * w0; a31 += u3 * w1; a32 += u3 * w2; a33 += u3 * w3;
+            }
+            P[0 * Tc + c] += a00; P[0 * Tc + c + 1] += a01; P[0 * Tc + c + 2] += a02; P[0 * Tc + c + 3] += a03;
+            P[1 * Tc + c] += a10; P[1 * Tc + c + 1] += a11; P[1 * Tc + c + 2] += a12; P[1 * Tc + c + 3] += a13;
+            P[2 * Tc + c] += a20; P[2 * Tc + c + 1] += a21; P[2 * Tc + c + 2] += a22; P[2 * Tc + c + 3] += a23;
+            P[3 * Tc + c] += a30; P[3 * Tc + c + 1] += a31; P[3 * Tc + c + 2] += a32; P[3 * Tc + c + 3] += a33;
+        }
+    }
+    for (; c < Tc; ++c)
+        for (int64_t q = 0; q < nq; ++q) {
+            V acc = {0};
+            for (int64_t t = 0; t < NT; ++t) acc += FN(vload)(u + q * FTB + t * VL) * FN(vload)(w + c * sw + t * VL);
+            P[q * Tc + c] += acc;
+        }
+}
+
+/* gu[q, :] = sum_c g[q * Tc + c] w[c, :] over the block (gu: (4, FTB), zero for
+ * rows q >= nq). */
+static inline void FN(freq_average_adjoint)(const T *g, int64_t nq, const T *w, int64_t sw, int64_t Tc, T *gu) {
+    const T *g0 = g, *g1 = g + (nq > 1 ? Tc : 0), *g2 = g + (nq > 2 ? 2 * Tc : 0), *g3 = g + (nq > 3 ? 3 * Tc : 0);
+    const T k1 = nq > 1, k2 = nq > 2, k3 = nq > 3;
+    for (int64_t t = 0; t < NT; ++t) {
+        V a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+        for (int64_t c = 0; c < Tc; ++c) {
+            const V x = FN(vload)(w + c * sw + t * VL);
+            a0 += g0[c] * x; a1 += g1[c] * x; a2 += g2[c] * x; a3 += g3[c] * x;
+        }
+        FN(vstore)(gu + 0 * FTB + t * VL, a0);
+        FN(vstore)(gu + 1 * FTB + t * VL, k1 * a1);
+        FN(vstore)(gu + 2 * FTB + t * VL, k2 * a2);
+        FN(vstore)(gu + 3 * FTB + t * VL, k3 * a3);
+    }
+}
+
+/* Rows c of AT over samples [s, s + FTB): a pointer into AT, or (tail block, m <
+ * FTB) into pad, a zero-padded copy; row stride returned in *stride. */
+static const T *FN(freq_avg_rows)(const T *AT, int64_t Tc, int64_t sAT, int64_t s, int64_t m, T *pad,
+                                  int64_t *stride) {
+    if (m == FTB) { *stride = sAT; return AT + s; }
+    for (int64_t c = 0; c < Tc; ++c) {
+        for (int64_t j = 0; j < m; ++j) pad[c * FTB + j] = AT[c * sAT + s + j];
+        for (int64_t j = m; j < FTB; ++j) pad[c * FTB + j] = 0;
+    }
+    *stride = FTB;
+    return pad;
+}
+
+int FN(freq_forward)(const T *y2, int64_t B, int64_t n, int64_t T2, const T *Mr, const T *Mi, int64_t R,
+                     const T *AT, int64_t Tc, int64_t sAT, T *out, int64_t nch, int nthreads) {
+    int64_t clen = (T2 + nch - 1) / nch, tiles = (R + 3) / 4;
+    clen = (clen + FTB - 1) / FTB * FTB;
+    /* per thread: yr, yi (n FTB each), zr, zi (4 FTB each), pad (Tc FTB), P (R Tc VL) */
+    int64_t per = 2 * n * FTB + 8 * FTB + Tc * FTB + R * Tc * VL;
+    per = (per + VL - 1) / VL * VL;
+    double *part = (double *)calloc((size_t)(B * nch * R * Tc), sizeof(double));
+    T *tiled = (T *)malloc(sizeof(T) * (size_t)(8 * tiles * n));
+    T *scratch = (T *)aligned_alloc(64, sizeof(T) * (size_t)(nthreads * per));
+    if (!part || !tiled || !scratch) { free(part); free(tiled); free(scratch); return 1; }
+    T *tr = tiled, *ti = tiled + 4 * tiles * n;
+    FN(freq_tiles)(Mr, Mi, R, n, tr, ti);
+    _Pragma("omp parallel num_threads(nthreads)")
+    {
+        T *yr = scratch + THREAD_NUM() * per, *yi = yr + n * FTB, *zr = yi + n * FTB, *zi = zr + 4 * FTB;
+        T *pad = zi + 4 * FTB;
+        V *P = (V *)(void *)(pad + Tc * FTB);
+        _Pragma("omp for schedule(static)")
+        for (int64_t task = 0; task < B * nch; ++task) {
+            int64_t b = task / nch, t0 = (task % nch) * clen;
+            int64_t t1 = t0 + clen < T2 ? t0 + clen : T2;
+            memset(P, 0, sizeof(V) * (size_t)(R * Tc));
+            for (int64_t s = t0; s < t1; s += FTB) {
+                int64_t m = t1 - s < FTB ? t1 - s : FTB, sw;
+                FN(freq_load)(y2 + 2 * b * n * T2, n, T2, s, m, yr, yi);
+                const T *w = FN(freq_avg_rows)(AT, Tc, sAT, s, m, pad, &sw);
+                for (int64_t tl = 0; tl < tiles; ++tl) {
+                    FN(freq_rows)(tr + 4 * tl * n, ti + 4 * tl * n, n, yr, yi, zr, zi);
+                    int64_t nq = R - 4 * tl < 4 ? R - 4 * tl : 4;
+                    _Pragma("omp simd")
+                    for (int64_t j = 0; j < 4 * FTB; ++j)  /* u, in zr */
+                        zr[j] = SCRAPL_FREQ_SQRT(zr[j] * zr[j] + zi[j] * zi[j]) + (T)1e-12;
+                    FN(freq_average)(zr, w, sw, Tc, nq, P + 4 * tl * Tc);
+                }
+            }
+            double *acc = part + task * R * Tc;
+            for (int64_t i = 0; i < R * Tc; ++i) {
+                double v = 0;
+                for (int64_t l = 0; l < VL; ++l) v += (double)P[i][l];
+                acc[i] = v;
+            }
+        }
+    }
+    for (int64_t b = 0; b < B; ++b)
+        for (int64_t i = 0; i < R * Tc; ++i) {
+            double v = 0;
+            for (int64_t ch = 0; ch < nch; ++ch) v += part[(b * nch + ch) * R * Tc + i];
+            out[b * R * Tc + i] = (T)v;
+        }
+    free(part);
+    free(tiled);
+    free(scratch);
+    return 0;
+}
+
+int FN(freq_backward)(const T *y2, int64_t B, int64_t n, int64_t T2, const T *Mr, const T *Mi, int64_t R,
+                      const T *AT, int64_t Tc, int64_t sAT, const T *g, T *gy2, int64_t nch, int nthreads) {
+    int64_t clen = (T2 + nch - 1) / nch, tiles = (R + 3) / 4;
+    clen = (clen + FTB - 1) / FTB * FTB;
+    /* per thread: yr, yi, gr, gi (n FTB each), zr, zi, gu (4 FTB each), pad (Tc FTB) */
+    int64_t per = 4 * n * FTB + 12 * FTB + Tc * FTB;
+    per = (per + VL - 1) / VL * VL;
+    T *tiled = (T *)malloc(sizeof(T) * (size_t)(8 * tiles * n));
+    T *scratch = (T *)aligned_alloc(64, sizeof(T) * (size_t)(nthreads * per));
+    if (!tiled || !scratch) { free(tiled); free(scratch); return 1; }
+    T *tr = tiled, *ti = tiled + 4 * tiles * n;
+    FN(freq_tiles)(Mr, Mi, R, n, tr, ti);
+    _Pragma("omp parallel num_threads(nthreads)")
+    {
+        T *yr = scratch + THREAD_NUM() * per, *yi = yr + n * FTB, *gr = yi + n * FTB, *gi = gr + n * FTB;
+        T *zr = gi + n * FTB, *zi = zr + 4 * FTB, *gu = zi + 4 * FTB, *pad = gu + 4 * FTB;
+        _Pragma("omp for schedule(static)")
+        for (int64_t task = 0; task < B * nch; ++task) {
+            int64_t b = task / nch, t0 = (task % nch) * clen;
+            int64_t t1 = t0 + clen < T2 ? t0 + clen : T2;
+            for (int64_t s = t0; s < t1; s += FTB) {
+                int64_t m = t1 - s < FTB ? t1 - s : FTB, sw;
+                FN(freq_load)(y2 + 2 * b * n * T2, n, T2, s, m, yr, yi);
+                const T *w = FN(freq_avg_rows)(AT, Tc, sAT, s, m, pad, &sw);
+                memset(gr, 0, sizeof(T) * (size_t)(2 * n * FTB));
+                for (int64_t tl = 0; tl < tiles; ++tl) {
+                    FN(freq_rows)(tr + 4 * tl * n, ti + 4 * tl * n, n, yr, yi, zr, zi);
+                    int64_t nq = R - 4 * tl < 4 ? R - 4 * tl : 4;
+                    FN(freq_average_adjoint)(g + (b * R + 4 * tl) * Tc, nq, w, sw, Tc, gu);
+                    _Pragma("omp simd")
+                    for (int64_t j = 0; j < 4 * FTB; ++j) {  /* g y / |y|, in zr, zi (0 for rows >= R) */
+                        T sc = gu[j] / (SCRAPL_FREQ_SQRT(zr[j] * zr[j] + zi[j] * zi[j]) + (T)1e-12);
+                        zr[j] *= sc; zi[j] *= sc;
+                    }
+                    const T *p = tr + 4 * tl * n, *q = ti + 4 * tl * n;
+                    for (int64_t t = 0; t < NT; ++t) {
+                        const V a0 = FN(vload)(zr + 0 * FTB + t * VL), b0 = FN(vload)(zi + 0 * FTB + t * VL);
+                        const V a1 = FN(vload)(zr + 1 * FTB + t * VL), b1 = FN(vload)(zi + 1 * FTB + t * VL);
+                        const V a2 = FN(vload)(zr + 2 * FTB + t * VL), b2 = FN(vload)(zi + 2 * FTB + t * VL);
+                        const V a3 = FN(vload)(zr + 3 * FTB + t * VL), b3 = FN(vload)(zi + 3 * FTB + t * VL);
+                        for (int64_t k = 0; k < n; ++k) {
+                            const T *pk = p + 4 * k, *qk = q + 4 * k;
+                            V xr = FN(vload)(gr + k * FTB + t * VL), xi = FN(vload)(gi + k * FTB + t * VL);
+                            xr += pk[0] * a0 + qk[0] * b0 + pk[1] * a1 + qk[1] * b1
+                                + pk[2] * a2 + qk[2] * b2 + pk[3] * a3 + qk[3] * b3;
+                            xi += pk[0] * b0 - qk[0] * a0 + pk[1] * b1 - qk[1] * a1
+                                + pk[2] * b2 - qk[2] * a2 + pk[3] * b3 - qk[3] * a3;
+                            FN(vstore)(gr + k * FTB + t * VL, xr);
+                            FN(vstore)(gi + k * FTB + t * VL, xi);
+                        }
+                    }
+                }
+                for (int64_t k = 0; k < n; ++k) {
+                    T *dst = gy2 + 2 * ((b * n + k) * T2 + s);
+                    const T *pr = gr + k * FTB, *pi = gi + k * FTB;
+                    for (int64_t j = 0; j < m; ++j) { dst[2 * j] = pr[j]; dst[2 * j + 1] = pi[j]; }
+                }
+            }
+        }
+    }
+    free(tiled);
+    free(scratch);
+    return 0;
+}
+
+#undef T
+#undef V
+#undef VL
+#undef NT
+#if !defined(__clang__) && defined(__GNUC__)
+#pragma GCC pop_options
+#endif
+
+#endif /* SCRAPL_FREQ_T */

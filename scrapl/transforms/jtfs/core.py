@@ -15,6 +15,7 @@ the zero-padded regions never produce NaN gradients.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -28,11 +29,13 @@ from .buffers import BufferPool
 __all__ = [
     "MODULUS_FLOOR",
     "ComplexModulus",
+    "FreqOperands",
     "FreqScatterModulusAverage",
     "PlanarModulus",
     "complex_modulus",
     "extended_spectrum",
     "first_order_time_average",
+    "freq_operands",
     "freq_scatter_modulus_average",
     "planar_modulus",
     "reflect_pad",
@@ -187,22 +190,25 @@ def _native(*tensors: Tensor, contiguous: bool = True) -> native.Kernels | None:
     return k
 
 
-def _modulus_into(re: Tensor, im: Tensor, out: Tensor, save: bool = False) -> Tensor:
-    """``out = sqrt(re^2 + im^2) + 1e-12`` in place (no autograd); with ``save`` also
-    ``re /= out`` and ``im /= out`` (the phasor).  One fused pass on the CPU when the
-    native kernels are available; else multiply-adds (vectorised) on the CPU and one
-    ``hypot`` kernel elsewhere."""
+def _modulus_into(re: Tensor, im: Tensor, out: Tensor, save: bool = False,
+                  phasor: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    """``out = sqrt(re^2 + im^2) + 1e-12`` (no autograd); with ``save`` also the
+    phasor ``(re / out, im / out)``: into ``phasor`` (two tensors like ``out``), or
+    in place in ``re`` and ``im`` when it is ``None``.  One fused pass on the CPU
+    when the native kernels are available; else multiply-adds (vectorised) on the
+    CPU and one ``hypot`` kernel elsewhere."""
     k = _native(out, re, im, contiguous=False)
     if k is not None:
         try:
-            k.modulus(re, im, out, save)
+            k.modulus(re, im, out, save, phasor)
             return out
         except ValueError:  # rows without a uniform stride: torch below
             pass
     _modulus_torch(re, im, out)
     if save:
-        re.div_(out)
-        im.div_(out)
+        pre, pim = (re, im) if phasor is None else phasor
+        torch.div(re, out, out=pre)
+        torch.div(im, out, out=pim)
     return out
 
 
@@ -213,6 +219,38 @@ def _modulus_torch(re: Tensor, im: Tensor, out: Tensor) -> Tensor:
     else:
         torch.hypot(re, im, out=out)
     return out.add_(MODULUS_FLOOR)
+
+
+
+
+def require_storage(g: Tensor) -> None:
+    """A ``RuntimeError`` naming vmap when ``g`` has no storage of its own (a batched
+    tensor of ``torch.func`` or ``autograd.grad(..., is_grads_batched=True)``): the
+    fused backward passes write into preallocated buffers and run native kernels,
+    which vmap cannot batch (the theta-IS warmup then loops over its products)."""
+    try:
+        g.data_ptr()
+    except RuntimeError as exc:
+        raise RuntimeError("vmap: the fused JTFS backward passes write into preallocated outputs (out=) and run "
+                           f"native kernels, which cannot be batched ({exc})") from exc
+
+
+def _rfft_weights(n: int, bins: int, like: Tensor) -> Tensor:
+    """Weights of the ``rfft`` adjoint over the ``bins = n // 2 + 1`` bins: ``n`` at
+    bin 0 (and the Nyquist bin for even ``n``), ``n / 2`` in between."""
+    w = torch.full((bins,), 0.5 * n, dtype=like.real.dtype, device=like.device)
+    w[0] = n
+    if n % 2 == 0:
+        w[-1] = n
+    return w
+
+
+def rfft_adjoint(g: Tensor, n: int) -> Tensor:
+    """The adjoint of ``torch.fft.rfft`` over the last dimension for a real input of
+    length ``n`` (not differentiable): ``n * irfft(g * w, n=n)``, ``w`` = 1 at bin 0
+    (and ``n / 2`` for even ``n``), ``1 / 2`` in between."""
+    gw = g * _rfft_weights(n, g.shape[-1], g)
+    return _irfft(gw, n, lambda: g.real.new_empty(*g.shape[:-1], n))
 
 
 class RealSpectrum(torch.autograd.Function):
@@ -229,15 +267,10 @@ class RealSpectrum(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g: Tensor):  # noqa: D102
-        n = ctx.n
-        w = torch.full((g.shape[-1],), 0.5 * n, dtype=g.real.dtype, device=g.device)
-        w[0] = n
-        if n % 2 == 0:
-            w[-1] = n
-        gw = g * w  # differentiable when create_graph=True
-        if torch.is_grad_enabled():
-            return torch.fft.irfft(gw, n=n)
-        return _irfft(gw, n, lambda: g.real.new_empty(*g.shape[:-1], n))
+        if torch.is_grad_enabled():  # create_graph=True: differentiable
+            return torch.fft.irfft(g * _rfft_weights(ctx.n, g.shape[-1], g), n=ctx.n)
+        require_storage(g)
+        return rfft_adjoint(g, ctx.n)
 
 
 def extended_spectrum(x_hat: Tensor, n_pad: int, extra: int) -> Tensor:
@@ -250,6 +283,19 @@ def extended_spectrum(x_hat: Tensor, n_pad: int, extra: int) -> Tensor:
     """
     full = torch.cat((x_hat, x_hat[:, 1: n_pad // 2].flip(-1).conj()), dim=-1)
     return torch.cat((full, full[:, :extra]), dim=-1)
+
+
+def extended_spectrum_adjoint(g: Tensor, n_pad: int, extra: int) -> Tensor:
+    """The adjoint of :func:`extended_spectrum` (even ``n_pad``; not
+    differentiable): the gradient ``(B, n_pad // 2 + 1)`` of ``x_hat`` from that of
+    the extended spectrum ``(B, n_pad + extra)`` (autograd's convention for complex
+    tensors: the conjugated bins pass the conjugated gradient)."""
+    half = n_pad // 2 + 1
+    full = g[:, :n_pad].clone()
+    full[:, :extra] += g[:, n_pad: n_pad + extra]
+    out = full[:, :half].clone()
+    out[:, 1: n_pad // 2] += full[:, half:].flip(-1).conj()
+    return out
 
 
 def _filter_chunks(B: int, nf: int, L: int, device: torch.device) -> list[tuple[int, int]]:
@@ -389,37 +435,45 @@ def rfft_adjoint_scale(L: int, dtype: torch.dtype = torch.float32, device: torch
 
 
 def _group_forward(ext: Tensor, starts: tuple[int, ...], idx: Tensor, h2: Tensor, L: int, save: bool,
-                   scratch: _Scratch, consume, keep_spec: bool = False) -> tuple[list[Tensor], list[tuple[int, int]]]:
+                   scratch: _Scratch, consume, keep_spec: bool = False,
+                   n_grad: int | None = None) -> tuple[list[Tensor], list[tuple[int, int]]]:
     """Forward of one group (see :class:`ScalogramGroups`): ``consume(f0, f1, spec)``
     receives each chunk's spectrum ``rfft(U1)``, complex ``(B, f1 - f0, L // 2 + 1)``
     (a scratch buffer overwritten by the next chunk unless ``keep_spec``); returns the
-    tensors the backward needs (the phasor ``p / u`` per chunk, when ``save``) and the
-    chunks."""
+    tensors the backward needs (with ``save``: the phasor ``p / u`` of each chunk's
+    first ``n_grad`` rows, ``(2, n_grad, f1 - f0, L)``; ``n_grad=None``: all rows) and
+    the chunks."""
     nf, W = idx.shape
     Lh = L // 2 + 1
-    chunks = _filter_chunks(ext.shape[0], nf, L, ext.device)
+    rows = ext.shape[0]
+    n_grad = rows if n_grad is None else n_grad
+    chunks = _filter_chunks(rows, nf, L, ext.device)
     saved: list[Tensor] = []
     Z = None
     k = _native(ext, h2) if idx.is_contiguous() else None
     for f0, f1 in chunks:
         if k is not None:  # one fused pass: window, -i window and the zeros around
-            Z = scratch.take("Z", 2, ext.shape[0], f1 - f0, Lh, 2)
+            Z = scratch.take("Z", 2, rows, f1 - f0, Lh, 2)
             k.fill_planes(ext, idx[f0:f1], h2[f0:f1], Z)
             Zc = torch.view_as_complex(Z)
         else:
             if Z is None or Z.shape[2] != f1 - f0:  # equal chunks share the zeroed planes
                 Z = _empty_planes(ext, f1 - f0, Lh, W, scratch)
             Zc = _fill_window(Z, ext, starts[f0:f1], idx[f0:f1], h2[f0:f1])
-        shape = (2, ext.shape[0], f1 - f0, L)
-        p = _irfft(Zc, L, (lambda: scratch.new(shape, ext.real)) if save else (lambda: scratch.take("p", *shape)),
-                   keep=save)  # (2, B, fc, L)
-        # with save, p becomes the phasor p / u: all the backward needs (u >= 1e-12)
-        u = _modulus_into(p[0], p[1], scratch.take("u", *p.shape[1:]), save)
+        shape = (2, rows, f1 - f0, L)
+        p = _irfft(Zc, L, lambda: scratch.take("p", *shape), keep=True)  # (2, B, fc, L)
+        u = scratch.take("u", *p.shape[1:])
+        if save:  # the phasor p / u (u >= 1e-12) of the rows that need a gradient: all the backward needs
+            ph = scratch.new((2, n_grad, f1 - f0, L), ext.real)
+            _modulus_into(p[0, :n_grad], p[1, :n_grad], u[:n_grad], True, (ph[0], ph[1]))
+            if n_grad < rows:
+                _modulus_into(p[0, n_grad:], p[1, n_grad:], u[n_grad:])
+            saved.append(ph)
+        else:
+            _modulus_into(p[0], p[1], u)
         sshape = (*u.shape[:-1], Lh)
         consume(f0, f1, _rfft(u, (lambda: scratch.new(sshape, ext)) if keep_spec else
                               (lambda: scratch.take_c("spec", *sshape))))
-        if save:
-            saved.append(p)
     return saved, chunks
 
 
@@ -533,6 +587,8 @@ class ScalogramGroups(torch.autograd.Function):
 
             flat = torch.cat([g.flatten(1) for g in g_outs], dim=1)
             return (_recompute_grad(plain, ext, flat), *nones)
+        for g in g_outs:
+            require_storage(g)
         gext = buffers.zeros(ctx.pool, ext.shape, ext)
         scratch = _Scratch(ext.real, ctx.pool)
         for gi, (starts, L) in enumerate(ctx.specs):
@@ -563,6 +619,91 @@ def _scatter_window(gu_r: Tensor, g_r: Tensor, coef: Tensor, segs: tuple) -> Non
         gu_r[:, :, src: src + n].add_(piece)
 
 
+def scalogram_second_order(ext: Tensor, specs: tuple, width: int, pool: BufferPool | None, tensors: tuple,
+                           save: bool, n_grad: int | None = None) -> tuple[Tensor, list[Tensor], list]:
+    """Forward of :class:`ScalogramSecondOrder` (no autograd): the output, and with
+    ``save`` what :func:`scalogram_second_order_adjoint` needs: the phasors of the
+    first ``n_grad`` rows (``None``: all) and the chunk layout."""
+    n_rows = sum(tensors[3 * gi].shape[0] for gi in range(len(specs)))
+    out = buffers.zeros(pool, (ext.shape[0], n_rows, width), ext)
+    out_r = torch.view_as_real(out)
+    scratch = _Scratch(ext.real, pool)
+    saved: list[Tensor] = []
+    layout = []
+    r0 = 0
+    for gi, (starts, L, segs) in enumerate(specs):
+        idx, h2, coef = tensors[3 * gi: 3 * gi + 3]
+
+        def gather(f0: int, f1: int, spec: Tensor, r0: int = r0, coef: Tensor = coef, segs: tuple = segs) -> None:
+            k = _native(spec, out, coef)
+            if k is not None:
+                k.gather_segments(spec, out, r0 + f0, coef, native.segments(segs))
+            else:
+                _gather_window(out_r[:, r0 + f0: r0 + f1], spec, coef, segs)
+
+        sv, chunks = _group_forward(ext, starts, idx, h2, L, save, scratch, gather, n_grad=n_grad)
+        layout.append((r0, len(saved), chunks))
+        saved += sv
+        r0 += idx.shape[0]
+    return out, saved, layout
+
+
+def scalogram_second_order_adjoint(g: Tensor, ext_len: int, specs: tuple, layout: list, tensors: tuple,
+                                   saved: list[Tensor], pool: BufferPool | None) -> Tensor:
+    """Backward of :class:`ScalogramSecondOrder` (no autograd) for the rows of ``g``
+    (complex ``(B, n_rows, width)``, the rows whose phasors ``saved`` holds): the
+    gradient of ``ext``, complex ``(B, ext_len)``."""
+    g = g.contiguous()
+    g_r = torch.view_as_real(g)
+    B = g.shape[0]
+    gext = buffers.zeros(pool, (B, ext_len), g)
+    scratch = _Scratch(g_r, pool)
+    for gi, (starts, L, segs) in enumerate(specs):
+        idx, h2, coef = tensors[3 * gi: 3 * gi + 3]
+        r0, s0, chunks = layout[gi]
+        Lh = L // 2 + 1
+        lo = min(src for src, _, _, _ in segs)
+        hi = max(src + n for src, _, n, _ in segs)
+        state: dict = {}
+
+        def g_of(ci: int, f0: int, f1: int, r0=r0, segs=segs, coef=coef, Lh=Lh, lo=lo, hi=hi, state=state) -> Tensor:
+            # gradient of the chunk's spectrum: zero outside the window's bins
+            # [lo, hi); the buffer is zeroed whole once per shape, then only there
+            G = scratch.take("G", B, f1 - f0, Lh, 2)
+            if state.get("shape") != G.shape:
+                G.zero_()
+                state["shape"] = G.shape
+            else:
+                G[:, :, lo:hi].zero_()
+            Gc = torch.view_as_complex(G)
+            k = _native(g, coef, Gc)
+            if k is not None:  # scatter and end-bin weights in one pass
+                k.scatter_segments(g, r0 + f0, coef, native.segments(segs), Gc, True, L % 2 == 0)
+                return Gc
+            _scatter_window(G, g_r[:, r0 + f0: r0 + f1], coef, segs)
+            # rfft_adjoint_scale in place: 2 at bin 0 and the Nyquist bin, else 1
+            # (those bins are zero or inside [lo, hi), so rewritten every chunk)
+            G[:, :, 0].mul_(2.0)
+            if L % 2 == 0:
+                G[:, :, -1].mul_(2.0)
+            return Gc
+
+        _group_backward(gext, g_of, saved[s0: s0 + len(chunks)], starts, idx, h2, None, L, chunks, scratch)
+    return gext
+
+
+def _scalogram_second_order_plain(e: Tensor, specs: tuple, width: int, tensors: tuple) -> Tensor:
+    """Plain-autograd :class:`ScalogramSecondOrder` (twice differentiable)."""
+    spectra, coefs, segments = [], [], []
+    for gi, (_, L, segs) in enumerate(specs):
+        idx, h2, coef = tensors[3 * gi: 3 * gi + 3]
+        nf, W = idx.shape
+        spectra.append(torch.fft.rfft(wavelet_modulus(e, idx, (2 * h2).expand(nf, W, 2), L, True)))
+        coefs.append(coef)
+        segments.append(segs)
+    return SecondOrderSpectrum.apply(tuple(coefs), tuple(segments), width, *spectra)
+
+
 class ScalogramSecondOrder(torch.autograd.Function):
     """:class:`ScalogramGroups` followed by :class:`SecondOrderSpectrum` for one
     second-order filter, fused: each chunk's scalogram spectrum is consumed at once
@@ -572,8 +713,8 @@ class ScalogramSecondOrder(torch.autograd.Function):
 
     Args (of ``apply``): ``ext``; ``specs`` a tuple of ``(starts, L, segments)`` per
     group (``segments``: the runs of :class:`SecondOrderSpectrum`); ``width`` the
-    output's number of columns; then ``idx_0, h2_0, coef_0, idx_1, ...`` (``coef``: the
-    second-order window coefficients, ``(width_win, 2)``).
+    output's number of columns; ``pool``; then ``idx_0, h2_0, coef_0, idx_1, ...``
+    (``coef``: the second-order window coefficients, ``(width_win, 2)``).
 
     Returns:
         complex ``(B, n_rows, width)``, ``n_rows`` the total number of filters.
@@ -583,27 +724,7 @@ class ScalogramSecondOrder(torch.autograd.Function):
     def forward(ctx, ext: Tensor, specs: tuple, width: int, pool: BufferPool | None,  # noqa: D102
                 *tensors: Tensor) -> Tensor:
         save = ctx.needs_input_grad[0]
-        n_rows = sum(tensors[3 * gi].shape[0] for gi in range(len(specs)))
-        out = buffers.zeros(pool, (ext.shape[0], n_rows, width), ext)
-        out_r = torch.view_as_real(out)
-        scratch = _Scratch(ext.real, pool)
-        saved: list[Tensor] = []
-        layout = []
-        r0 = 0
-        for gi, (starts, L, segs) in enumerate(specs):
-            idx, h2, coef = tensors[3 * gi: 3 * gi + 3]
-
-            def gather(f0: int, f1: int, spec: Tensor, r0: int = r0, coef: Tensor = coef, segs: tuple = segs) -> None:
-                k = _native(spec, out, coef)
-                if k is not None:
-                    k.gather_segments(spec, out, r0 + f0, coef, native.segments(segs))
-                else:
-                    _gather_window(out_r[:, r0 + f0: r0 + f1], spec, coef, segs)
-
-            sv, chunks = _group_forward(ext, starts, idx, h2, L, save, scratch, gather)
-            layout.append((r0, len(saved), chunks))
-            saved += sv
-            r0 += idx.shape[0]
+        out, saved, layout = scalogram_second_order(ext, specs, width, pool, tensors, save)
         if save:
             ctx.save_for_backward(ext, *tensors, *saved)
             ctx.specs, ctx.layout, ctx.n_tensors, ctx.width, ctx.pool = specs, layout, len(tensors), width, pool
@@ -615,53 +736,11 @@ class ScalogramSecondOrder(torch.autograd.Function):
         tensors, saved = rest[: ctx.n_tensors], rest[ctx.n_tensors:]
         nones = (None,) * (3 + ctx.n_tensors)
         if torch.is_grad_enabled():  # create_graph=True: differentiable recomputation
-            def plain(e: Tensor) -> Tensor:
-                spectra, coefs, segments = [], [], []
-                for gi, (_, L, segs) in enumerate(ctx.specs):
-                    idx, h2, coef = tensors[3 * gi: 3 * gi + 3]
-                    nf, W = idx.shape
-                    spectra.append(torch.fft.rfft(wavelet_modulus(e, idx, (2 * h2).expand(nf, W, 2), L, True)))
-                    coefs.append(coef)
-                    segments.append(segs)
-                return SecondOrderSpectrum.apply(tuple(coefs), tuple(segments), ctx.width, *spectra)
-
-            return (_recompute_grad(plain, ext, g), *nones)
-        g_r = torch.view_as_real(g)
-        B = g.shape[0]
-        gext = buffers.zeros(ctx.pool, ext.shape, ext)
-        scratch = _Scratch(ext.real, ctx.pool)
-        for gi, (starts, L, segs) in enumerate(ctx.specs):
-            idx, h2, coef = tensors[3 * gi: 3 * gi + 3]
-            r0, s0, chunks = ctx.layout[gi]
-            Lh = L // 2 + 1
-            lo = min(src for src, _, _, _ in segs)
-            hi = max(src + n for src, _, n, _ in segs)
-            state: dict = {}
-
-            def g_of(ci: int, f0: int, f1: int, r0=r0, segs=segs, coef=coef, Lh=Lh, lo=lo, hi=hi, state=state) -> Tensor:
-                # gradient of the chunk's spectrum: zero outside the window's bins
-                # [lo, hi); the buffer is zeroed whole once per shape, then only there
-                G = scratch.take("G", B, f1 - f0, Lh, 2)
-                if state.get("shape") != G.shape:
-                    G.zero_()
-                    state["shape"] = G.shape
-                else:
-                    G[:, :, lo:hi].zero_()
-                Gc = torch.view_as_complex(G)
-                k = _native(g, coef, Gc)
-                if k is not None:  # scatter and end-bin weights in one pass
-                    k.scatter_segments(g, r0 + f0, coef, native.segments(segs), Gc, True, L % 2 == 0)
-                    return Gc
-                _scatter_window(G, g_r[:, r0 + f0: r0 + f1], coef, segs)
-                # rfft_adjoint_scale in place: 2 at bin 0 and the Nyquist bin, else 1
-                # (those bins are zero or inside [lo, hi), so rewritten every chunk)
-                G[:, :, 0].mul_(2.0)
-                if L % 2 == 0:
-                    G[:, :, -1].mul_(2.0)
-                return Gc
-
-            _group_backward(gext, g_of, saved[s0: s0 + len(chunks)], starts, idx, h2, None, L, chunks, scratch)
-        return (gext, *nones)
+            return (_recompute_grad(lambda e: _scalogram_second_order_plain(e, ctx.specs, ctx.width, tensors),
+                                    ext, g), *nones)
+        require_storage(g)
+        return (scalogram_second_order_adjoint(g, ext.shape[1], ctx.specs, ctx.layout, tensors, saved, ctx.pool),
+                *nones)
 
 
 def scalogram_spectra(ext: Tensor, groups: list[tuple[tuple[int, ...], Tensor, Tensor, Tensor, int, bool]],
@@ -790,16 +869,23 @@ class InverseFFT(torch.autograd.Function):
     def backward(ctx, g: Tensor):  # noqa: D102
         if torch.is_grad_enabled():  # create_graph=True: differentiable
             return torch.fft.fft(g, norm="forward"), None
-        return _c2c(g, True, lambda: buffers.empty(ctx.pool, g.shape, g)), None
+        require_storage(g)
+        return _c2c(g.contiguous(), True, lambda: buffers.empty(ctx.pool, g.shape, g)), None
+
+
+def fold_windows(win: Tensor, T2: int, fold: Tensor | None) -> Tensor:
+    """Second-order windows ``(B, n1, width)`` folded onto ``T2`` bins when ``fold``
+    (the positions ``i % T2``) is given (differentiable; ``win`` itself otherwise)."""
+    if fold is None:
+        return win
+    return win.new_zeros(*win.shape[:-1], T2).index_add_(-1, fold, win)
 
 
 def second_order_inverse(win: Tensor, T2: int, fold: Tensor | None, pool: BufferPool | None = None) -> Tensor:
     """``ifft`` of gathered second-order windows ``(B, n1, width)`` (see
     :class:`SecondOrderSpectrum`), folded onto ``T2`` bins first when ``fold`` is
     given: complex ``(B, n1, T2)``."""
-    if fold is not None:
-        win = win.new_zeros(*win.shape[:-1], T2).index_add_(-1, fold, win)
-    return InverseFFT.apply(win, pool)  # (B, n1, T2)
+    return InverseFFT.apply(fold_windows(win, T2, fold), pool)  # (B, n1, T2)
 
 
 #: Longest inner dimension of one float matrix product accumulating the time
@@ -891,75 +977,140 @@ def _scale_by_modulus(z: Tensor, g: Tensor, ubuf: Tensor, out: Tensor | None = N
 FREQ_KEEP_MAX: int = 1 << 23
 
 
+class FreqOperands(NamedTuple):
+    """One path's frequential stage in the layout of the fused native kernels
+    (:func:`freq_operands`): ``Mr``, ``Mi`` the real and imaginary parts of the
+    complex operator, real ``(R, n)`` contiguous; ``AT`` the transposed time-averaging
+    matrix, real ``(Tc, T2)`` with contiguous rows."""
+
+    Mr: Tensor
+    Mi: Tensor
+    AT: Tensor
+
+
+def freq_operands(M: Tensor, A: Tensor, AT: Tensor | None = None) -> FreqOperands:
+    """:class:`FreqOperands` of the real-form operator ``M`` ``(2R, 2n)`` and the
+    time averaging ``A`` ``(T2, Tc)`` (``AT``: ``A.t()`` already laid out, to share
+    it between the paths of one ``j2``)."""
+    Mc = _complex_operator(M)
+    return FreqOperands(Mc.real.contiguous(), Mc.imag.contiguous(), A.t().contiguous() if AT is None else AT)
+
+
+def freq_chunks(T2: int) -> int:
+    """Time chunks of the fused native frequential kernels (tasks per batch row): at
+    most 16, of at least 1024 samples.  A function of the length only, so that the
+    result does not depend on the number of threads."""
+    return max(1, min(16, T2 // 1024))
+
+
+def _native_freq(y2: Tensor, ops: FreqOperands | None) -> native.Kernels | None:
+    if ops is None or not y2.is_contiguous():
+        return None
+    return _native(y2, ops.AT, contiguous=False)
+
+
+def freq_forward(y2: Tensor, M: Tensor, A: Tensor, pool: BufferPool | None, ops: FreqOperands | None,
+                 keep: bool) -> tuple[Tensor, Tensor | None, int]:
+    """Forward of :class:`FreqScatterModulusAverage` (no autograd): ``(S, kept,
+    ch)``, ``S = |M y2| A`` ``(B, R, Tc)``; ``kept`` (torch route, ``keep`` and small
+    enough) the product ``M y2`` in time chunks of ``ch`` columns, for
+    :func:`freq_adjoint`; ``ch = 0`` when the native kernels ran."""
+    B, n, T2 = y2.shape
+    k = _native_freq(y2, ops)
+    if k is not None:
+        out = A.new_empty(B, ops.Mr.shape[0], ops.AT.shape[0])
+        k.freq_forward(y2, ops.Mr, ops.Mi, ops.AT, out, freq_chunks(T2))
+        return out, None, 0
+    Mc = _complex_operator(M)
+    R = Mc.shape[0]
+    Tc = A.shape[1]
+    ch = _chunk_size(B, 2 * R, T2, y2.device)
+    out = A.new_zeros(B * R, Tc)
+    n_ch = -(-T2 // ch)
+    keep = keep and n_ch * B * R * ch <= FREQ_KEEP_MAX
+    ybuf = buffers.empty(pool, (n_ch if keep else 1, B, R, ch), y2)
+    ubuf = buffers.empty(pool, (B, R, ch), A)
+    for ci, c0 in enumerate(range(0, T2, ch)):
+        c1 = min(T2, c0 + ch)
+        w = c1 - c0
+        y = ybuf[ci if keep else 0][:, :, :w]
+        torch.matmul(Mc, y2[:, :, c0:c1], out=y)
+        u = _modulus_cplx_into(y, ubuf[:, :, :w])
+        # blocked products + add, not addmm_: the latter accumulates as
+        # inaccurately as one long product (see ACCUMULATE_BLOCK)
+        out.add_(time_average(u.reshape(B * R, w), A[c0:c1]))
+    return out.view(B, R, Tc), (ybuf if keep else None), ch
+
+
+def freq_adjoint(y2: Tensor, g: Tensor, M: Tensor, A: Tensor, pool: BufferPool | None, ops: FreqOperands | None,
+                 kept: Tensor | None, ch: int) -> Tensor:
+    """Backward of :class:`FreqScatterModulusAverage` (no autograd): the gradient of
+    ``y2`` ``(B, n, T2)`` (the first ``B`` rows of the forward's) for the gradient
+    ``g`` ``(B, R, Tc)`` of ``S``; ``kept``, ``ch`` from :func:`freq_forward`."""
+    B, n, T2 = y2.shape
+    k = _native_freq(y2, ops) if ch == 0 else None
+    if k is not None:
+        grad = buffers.empty(pool, y2.shape, y2)
+        return k.freq_backward(y2, ops.Mr, ops.Mi, ops.AT, g.contiguous(), grad, freq_chunks(T2))
+    Mc = _complex_operator(M)
+    R = Mc.shape[0]
+    McH = Mc.conj().t()
+    ch = ch or _chunk_size(B, 2 * R, T2, y2.device)
+    grad = buffers.empty(pool, y2.shape, y2)
+    g2 = g.reshape(B * R, -1)
+    ybuf = buffers.empty(pool, (B, R, ch), y2)
+    ubuf = buffers.empty(pool, (B, R, ch), A)
+    gbuf = buffers.empty(pool, (B * R, ch), A)
+    for ci, c0 in enumerate(range(0, T2, ch)):
+        c1 = min(T2, c0 + ch)
+        w = c1 - c0
+        y = ybuf[:, :, :w]
+        # M y2: kept (left unchanged, for retain_graph) or recomputed into y
+        prod = kept[ci][:B, :, :w] if kept is not None else torch.matmul(Mc, y2[:, :, c0:c1], out=y)
+        gu = gbuf[:, :w]
+        torch.mm(g2, A[c0:c1].t(), out=gu)  # (B R, w)
+        _scale_by_modulus(prod, gu.view(B, R, w), ubuf[:, :, :w], out=y)  # g y / |y|
+        if w == T2:
+            torch.matmul(McH, y, out=grad)
+        else:
+            grad[:, :, c0:c1] = torch.matmul(McH, y)
+    return grad
+
+
 class FreqScatterModulusAverage(torch.autograd.Function):
-    """Fused ``S = |M y2| A`` over time chunks (frequential scattering, modulus, time
-    averaging).  ``M y2`` is kept for the backward pass (in time chunks) when it has
-    at most :data:`FREQ_KEEP_MAX` elements, else recomputed there.
+    """Fused ``S = |M y2| A`` (frequential scattering, modulus, time averaging).
 
     ``y2``: complex ``(B, n, T2)``; ``M``: ``(2R, 2n)`` real form of the complex-linear
     frequential operator (row-interleaved (real, imag) rows in and out; applied as the
     complex ``(R, n)`` matrix of :func:`_complex_operator`); ``A``: ``(T2, Tc)`` real.
     Output ``(B, R, Tc)``.  Only ``y2`` receives a gradient.  The modulus carries the
     ``1e-12`` floor, so its backward ``g * y / |y|`` never divides by zero.
+
+    With ``ops`` (:func:`freq_operands`) and the native kernels, forward and backward
+    each run as one pass (``Kernels.freq_forward`` / ``freq_backward``): ``M y2`` is
+    computed a few dozen time samples at a time and never stored (the backward
+    recomputes it), and the time average is summed in double precision.  Otherwise
+    the torch route (:func:`freq_forward`): over time chunks, ``M y2`` kept for the
+    backward pass when it has at most :data:`FREQ_KEEP_MAX` elements, else
+    recomputed there.
     """
 
     @staticmethod
-    def forward(ctx, y2: Tensor, M: Tensor, A: Tensor, pool: BufferPool | None = None) -> Tensor:  # noqa: D102
-        B, n, T2 = y2.shape
-        Mc = _complex_operator(M)
-        R = Mc.shape[0]
-        Tc = A.shape[1]
-        ch = _chunk_size(B, 2 * R, T2, y2.device)
-        out = A.new_zeros(B * R, Tc)
-        n_ch = -(-T2 // ch)
-        keep = ctx.needs_input_grad[0] and n_ch * B * R * ch <= FREQ_KEEP_MAX
-        ybuf = buffers.empty(pool, (n_ch if keep else 1, B, R, ch), y2)
-        ubuf = buffers.empty(pool, (B, R, ch), A)
-        for ci, c0 in enumerate(range(0, T2, ch)):
-            c1 = min(T2, c0 + ch)
-            w = c1 - c0
-            y = ybuf[ci if keep else 0][:, :, :w]
-            torch.matmul(Mc, y2[:, :, c0:c1], out=y)
-            u = _modulus_cplx_into(y, ubuf[:, :, :w])
-            # blocked products + add, not addmm_: the latter accumulates as
-            # inaccurately as one long product (see ACCUMULATE_BLOCK)
-            out.add_(time_average(u.reshape(B * R, w), A[c0:c1]))
-        if keep:
-            ctx.save_for_backward(y2, M, A, ybuf)
-        else:
-            ctx.save_for_backward(y2, M, A)
-        ctx.ch, ctx.pool = ch, pool
-        return out.view(B, R, Tc)
+    def forward(ctx, y2: Tensor, M: Tensor, A: Tensor, pool: BufferPool | None = None,  # noqa: D102
+                ops: FreqOperands | None = None) -> Tensor:
+        out, kept, ch = freq_forward(y2, M, A, pool, ops, ctx.needs_input_grad[0])
+        ctx.save_for_backward(y2, M, A, *(() if kept is None else (kept,)))
+        ctx.pool, ctx.ops, ctx.ch = pool, ops, ch
+        return out
 
     @staticmethod
     def backward(ctx, g: Tensor):  # noqa: D102
         y2, M, A, *kept = ctx.saved_tensors
+        nones = (None,) * 4
         if torch.is_grad_enabled():  # create_graph=True: differentiable recomputation
-            return _recompute_grad(lambda y: _freq_scatter_plain(y, M, A), y2, g), None, None, None
-        B, n, T2 = y2.shape
-        Mc = _complex_operator(M)
-        R = Mc.shape[0]
-        McH = Mc.conj().t()
-        ch = ctx.ch
-        grad = buffers.empty(ctx.pool, y2.shape, y2)
-        g2 = g.reshape(B * R, -1)
-        ybuf = buffers.empty(ctx.pool, (B, R, ch), y2)
-        ubuf = buffers.empty(ctx.pool, (B, R, ch), A)
-        gbuf = buffers.empty(ctx.pool, (B * R, ch), A)
-        for ci, c0 in enumerate(range(0, T2, ch)):
-            c1 = min(T2, c0 + ch)
-            w = c1 - c0
-            y = ybuf[:, :, :w]
-            # M y2: kept (left unchanged, for retain_graph) or recomputed into y
-            prod = kept[0][ci][:, :, :w] if kept else torch.matmul(Mc, y2[:, :, c0:c1], out=y)
-            gu = gbuf[:, :w]
-            torch.mm(g2, A[c0:c1].t(), out=gu)  # (B R, w)
-            _scale_by_modulus(prod, gu.view(B, R, w), ubuf[:, :, :w], out=y)  # g y / |y|
-            if w == T2:
-                torch.matmul(McH, y, out=grad)
-            else:
-                grad[:, :, c0:c1] = torch.matmul(McH, y)
-        return grad, None, None, None
+            return _recompute_grad(lambda y: _freq_scatter_plain(y, M, A), y2, g), *nones
+        require_storage(g)
+        return freq_adjoint(y2, g, M, A, ctx.pool, ctx.ops, kept[0] if kept else None, ctx.ch), *nones
 
 
 def _freq_scatter_plain(y2: Tensor, M: Tensor, A: Tensor) -> Tensor:
@@ -971,7 +1122,9 @@ def _freq_scatter_plain(y2: Tensor, M: Tensor, A: Tensor) -> Tensor:
     return time_average(planar_modulus(y, 2), A)
 
 
-def freq_scatter_modulus_average(y2: Tensor, M: Tensor, A: Tensor, pool: BufferPool | None = None) -> Tensor:
+def freq_scatter_modulus_average(y2: Tensor, M: Tensor, A: Tensor, pool: BufferPool | None = None,
+                                 ops: FreqOperands | None = None) -> Tensor:
     """``|M y2| A`` with a memory-light fused backward (see
-    :class:`FreqScatterModulusAverage`); work buffers from ``pool`` when given."""
-    return FreqScatterModulusAverage.apply(y2, M, A, pool)
+    :class:`FreqScatterModulusAverage`); work buffers from ``pool`` when given,
+    the fused native kernels with ``ops`` (:func:`freq_operands` of ``M`` and ``A``)."""
+    return FreqScatterModulusAverage.apply(y2, M, A, pool, ops)

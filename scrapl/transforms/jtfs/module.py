@@ -16,6 +16,7 @@ from scrapl.transforms.jtfs import core
 from scrapl.transforms.jtfs.buffers import BufferPool
 from scrapl.transforms.jtfs.config import JTFSConfig
 from scrapl.transforms.jtfs.filterbank import JTFSPlan, build_plan, design_filterbank
+from scrapl.transforms.jtfs.path import PathGeometry, PathPair
 from scrapl.transforms.scale import normalise, rescale
 
 __all__ = ["JTFS"]
@@ -47,24 +48,23 @@ class _Second:
 @dataclass(frozen=True)
 class _PathPlan:
     """What :meth:`JTFS.forward_path` looks up for one path and time crop, built on
-    first use: the fused first-order call's arguments (``specs``, ``tensors``,
-    ``width``; ``None`` when a group is not one-sided), the fold, and views of the
-    path's rows of the frequential operator, of its time-averaging matrix and of its
-    output projection and bias."""
+    first use: views of the path's rows of the frequential operator, of its
+    time-averaging matrix and of its output projection and bias, the frequential
+    stage in the native kernels' layout (``freq``), and the geometry of the fused
+    one-path pipeline (``geo``; ``None`` when a first-order group is not one-sided)."""
 
     n2: int
-    specs: tuple | None
-    tensors: tuple[Tensor, ...]
-    width: int
-    fold: Tensor | None
     M: Tensor
     A: Tensor
     P: Tensor
     bias: Tensor
+    freq: core.FreqOperands
+    geo: PathGeometry | None
 
 
 class _PlanCache(dict):
-    """``(path, crop_time) -> _PathPlan``; emptied whenever the buffers are moved or
+    """``(path, crop_time) -> _PathPlan`` and ``("AT", j2, crop_time) ->`` the
+    transposed time averaging of the native frequential kernels; emptied whenever the buffers are moved or
     converted (``JTFS._apply``) and never copied (a copy of the module rebuilds its
     own)."""
 
@@ -283,26 +283,32 @@ class JTFS(ScatteringTransform):
         """Validate ``x``; returns it flattened to ``(B, N)`` and divided by a power of
         two per row (see :mod:`scrapl.transforms.scale`), the batch shape and the
         ``(B,)`` scales to multiply the output by."""
-        checks.check_transform_input(x, self._first_M)
+        rows, batch_shape = self._rows(x)
+        xb, scale = normalise(rows)
+        return xb, batch_shape, scale
+
+    def _rows(self, x: Tensor, name: str = "x") -> tuple[Tensor, tuple[int, ...]]:
+        """Validate ``x`` (named ``name`` in errors); returns it flattened to ``(B, N)``
+        and the batch shape."""
+        checks.check_transform_input(x, self._first_M, name=name)
         if x.dtype != self.dtype:
             fix = ".double()" if x.dtype == torch.float64 else ".float()"
             raise TypeError(
-                f"x is {x.dtype} but the JTFS buffers are {self.dtype}; call {fix} on the transform "
+                f"{name} is {x.dtype} but the JTFS buffers are {self.dtype}; call {fix} on the transform "
                 f"(or convert the input to {self.dtype})"
             )
         if x.dim() == 0 or x.shape[-1] != self.n_samples:
             raise ValueError(
-                f"x must have shape (*batch, {self.n_samples}) (e.g. (batch, channels, {self.n_samples})), "
+                f"{name} must have shape (*batch, {self.n_samples}) (e.g. (batch, channels, {self.n_samples})), "
                 f"got {tuple(x.shape)}"
             )
         batch_shape = tuple(x.shape[:-1])
         B = math.prod(batch_shape)
         if B == 0:
-            raise ValueError(f"x has an empty batch: shape {tuple(x.shape)}")
+            raise ValueError(f"{name} has an empty batch: shape {tuple(x.shape)}")
         if self.check_finite and not checks.inputs_checked():
-            checks.require_finite(x)
-        xb, scale = normalise(x.reshape(B, self.n_samples))
-        return xb, batch_shape, scale
+            checks.require_finite(x, name)
+        return x.reshape(B, self.n_samples), batch_shape
 
     def _check_index(self, i: object) -> int:
         if checks.inputs_checked():  # the loss validated it
@@ -357,18 +363,55 @@ class JTFS(ScatteringTransform):
             ``(*batch, F_out, T_out)`` (or ``T_out_padded`` frames).
         """
         i = self._check_index(i)
-        xb, batch_shape, scale = self._prepare(x)
+        rows, batch_shape = self._rows(x)
         plan = self._plans.get((i, crop_time)) or self._path_plan(i, crop_time)
-        x_hat = self._input_spectrum(xb)
-        if plan.specs is not None:  # fused: no scalogram spectrum is kept
-            win = core.ScalogramSecondOrder.apply(x_hat, plan.specs, plan.width, self.buffer_pool, *plan.tensors)
-            y2 = core.second_order_inverse(win, self._second[plan.n2].T2, plan.fold, self.buffer_pool)
+        if plan.geo is not None:
+            out, _ = PathPair.apply(rows, rows.new_empty(0, rows.shape[1]), plan.geo, self.buffer_pool)
         else:
-            sp = self._second[plan.n2]
-            y2 = self._second_rows(self._u1_hats(x_hat, self._groups[: sp.n_groups]), sp)
-        S = core.freq_scatter_modulus_average(y2, plan.M, plan.A, self.buffer_pool)
-        out = torch.matmul(plan.P, S) + plan.bias
-        return rescale(out, scale).reshape(*batch_shape, *out.shape[-2:])
+            xb, scale = normalise(rows)
+            out = rescale(self._path_rows_unfused(xb, plan), scale)
+        return out.reshape(*batch_shape, *out.shape[-2:])
+
+    def forward_path_pair(self, x: Tensor, x_target: Tensor, i: int, *,
+                          crop_time: bool = True) -> tuple[Tensor, Tensor]:
+        """Path ``i`` of ``x`` and of ``x_target`` in one pass over both batches.
+
+        Equal to ``(forward_path(x, i), forward_path(x_target, i).detach())`` (to the
+        last bits of float rounding: the FFTs run on other batch sizes), at the cost
+        of one call on the two batches stacked: the fixed per-call costs are paid
+        once, and the backward pass runs on ``x``'s rows only (see
+        :mod:`scrapl.transforms.jtfs.path`).  The loss calls it at each step.
+
+        Args:
+            x: ``(*batch, N)``; receives the gradient.
+            x_target: ``(*batch, N)`` with ``x``'s batch shape and dtype; a constant.
+            i, crop_time: as in :meth:`forward_path`.
+
+        Returns:
+            ``(S(x), S(x_target))``, each ``(*batch, F_out, T_out)``; the second has no
+            graph.
+        """
+        i = self._check_index(i)
+        rows, batch_shape = self._rows(x)
+        target, target_shape = self._rows(x_target, "x_target")
+        if target_shape != batch_shape:
+            raise ValueError(f"x_target must have the shape of x {tuple(x.shape)}, got {tuple(x_target.shape)}")
+        if target.device != rows.device:
+            raise ValueError(f"x_target is on {target.device} but x is on {rows.device}")
+        plan = self._plans.get((i, crop_time)) or self._path_plan(i, crop_time)
+        if plan.geo is None:
+            return super().forward_path_pair(x, x_target, i, crop_time=crop_time)
+        s, s_target = PathPair.apply(rows, target.detach(), plan.geo, self.buffer_pool)
+        return s.reshape(*batch_shape, *s.shape[-2:]), s_target.reshape(*batch_shape, *s_target.shape[-2:])
+
+    def _path_rows_unfused(self, xb: Tensor, plan: _PathPlan) -> Tensor:
+        """Path coefficients of scaled rows ``(B, N) -> (B, F_out, T)`` when some
+        first-order group is not one-sided (no :class:`PathPair`): the scalogram
+        spectra kept, then the second order."""
+        sp = self._second[plan.n2]
+        y2 = self._second_rows(self._u1_hats(self._input_spectrum(xb), self._groups[: sp.n_groups]), sp)
+        S = core.freq_scatter_modulus_average(y2, plan.M, plan.A, self.buffer_pool, plan.freq)
+        return torch.matmul(plan.P, S) + plan.bias
 
     def _path_plan(self, i: int, crop_time: bool) -> _PathPlan:
         n2, nf = self._paths[i]
@@ -382,21 +425,36 @@ class JTFS(ScatteringTransform):
         fused = all(g.one_sided for g in groups)
         cols = self._cols(crop_time)
         r0, r1 = sp.row_start[nf], sp.row_stop[nf]
-        plan = _PathPlan(
-            n2=n2, specs=tuple(specs) if fused else None, tensors=tuple(tensors),
-            width=sp.T2 if not sp.folded else getattr(self, f"_s{n2}_coef0").shape[0],
-            fold=getattr(self, f"_s{n2}_fold") if sp.folded else None,
-            M=getattr(self, f"_s{n2}_M")[2 * r0: 2 * r1], A=getattr(self, f"_A{sp.j2}")[:, cols],
-            P=getattr(self, f"_p{i}_P"), bias=getattr(self, f"_p{i}_bias")[:, cols])
+        M = getattr(self, f"_s{n2}_M")[2 * r0: 2 * r1]
+        A = getattr(self, f"_A{sp.j2}")[:, cols]
+        freq = core.freq_operands(M, A, self._averaging_t(sp.j2, crop_time))
+        width = sp.T2 if not sp.folded else getattr(self, f"_s{n2}_coef0").shape[0]
+        fold = getattr(self, f"_s{n2}_fold") if sp.folded else None
+        P, bias = getattr(self, f"_p{i}_P"), getattr(self, f"_p{i}_bias")[:, cols]
+        geo = PathGeometry(pad_left=self.pad_left, pad_right=self.pad_right, n_pad=self.N_pad,
+                           ext_extra=self._ext_extra, specs=tuple(specs), tensors=tuple(tensors), width=width,
+                           T2=sp.T2, fold=fold, M=M, A=A, freq=freq, P=P, bias=bias) if fused else None
+        plan = _PathPlan(n2=n2, M=M, A=A, P=P, bias=bias, freq=freq, geo=geo)
         self._plans[(i, crop_time)] = plan
         return plan
 
-    def _all_paths(self, u1_hats: list[list[Tensor]], cols: slice) -> Tensor:
+    def _averaging_t(self, j2: int, crop_time: bool) -> Tensor:
+        """``A.t()`` of the time averaging at ``j2`` (the crop's columns), contiguous,
+        shared by the paths of that ``j2`` (in the plan cache)."""
+        key = ("AT", j2, crop_time)
+        AT = self._plans.get(key)
+        if AT is None:
+            AT = self._plans[key] = getattr(self, f"_A{j2}")[:, self._cols(crop_time)].t().contiguous()
+        return AT
+
+    def _all_paths(self, u1_hats: list[list[Tensor]], crop_time: bool) -> Tensor:
         outs = []
+        cols = self._cols(crop_time)
         for n2, sp in self._second.items():
             y2 = self._second_rows(u1_hats, sp)
-            S = core.freq_scatter_modulus_average(y2, getattr(self, f"_s{n2}_M"),
-                                                  getattr(self, f"_A{sp.j2}")[:, cols], self.buffer_pool)
+            M, A = getattr(self, f"_s{n2}_M"), getattr(self, f"_A{sp.j2}")[:, cols]
+            S = core.freq_scatter_modulus_average(y2, M, A, self.buffer_pool,
+                                                  core.freq_operands(M, A, self._averaging_t(sp.j2, crop_time)))
             for nf, (r0, r1) in enumerate(zip(sp.row_start, sp.row_stop)):
                 outs.append(self._finish_path(S[:, r0:r1], self._path_index[(n2, nf)], cols))
         return torch.stack(outs, dim=1)
@@ -408,7 +466,7 @@ class JTFS(ScatteringTransform):
         x_hat = self._input_spectrum(xb)
         max_groups = max(sp.n_groups for sp in self._second.values())
         u1_hats = self._u1_hats(x_hat, self._groups[:max_groups])
-        out = self._all_paths(u1_hats, self._cols(crop_time))
+        out = self._all_paths(u1_hats, crop_time)
         return rescale(out, scale).reshape(*batch_shape, *out.shape[-3:])
 
     def forward_first_order(self, x: Tensor, *, crop_time: bool = True) -> Tensor:
@@ -438,6 +496,6 @@ class JTFS(ScatteringTransform):
         xb, batch_shape, scale = self._prepare(x)
         x_hat = self._input_spectrum(xb)
         u1_hats = self._u1_hats(x_hat, self._groups)
-        cols = self._cols(crop_time)
-        out = torch.cat([self._first_order(u1_hats, cols), self._all_paths(u1_hats, cols)], dim=1)
+        out = torch.cat([self._first_order(u1_hats, self._cols(crop_time)), self._all_paths(u1_hats, crop_time)],
+                        dim=1)
         return rescale(out, scale).reshape(*batch_shape, *out.shape[-3:])

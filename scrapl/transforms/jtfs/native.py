@@ -61,7 +61,7 @@ from torch import Tensor
 __all__ = ["Kernels", "NativeFFTError", "disabled", "get", "status"]
 
 _SOURCE = Path(__file__).with_name("_kernels.c")
-_ABI = 5
+_ABI = 7
 _BASE_FLAGS = ["-O3", "-fno-math-errno", "-ffp-contract=off", "-shared", "-fPIC"]
 #: Tried in order: a compiler without OpenMP (e.g. Apple clang) gets serial kernels,
 #: one that does not know ``-march=native`` generic ones.
@@ -72,13 +72,17 @@ _I = ctypes.c_int64
 _C = ctypes.c_int
 _SIGNATURES = {
     "fill_planes": [_P, _I, _P, _P, _I, _P, _I, _I, _I, _C],
-    "modulus": [_P, _P, _P, _I, _I, _I, _I, _I, _C, _C],
+    "modulus": [_P, _P, _P, _P, _P, _I, _I, _I, _I, _I, _I, _I, _C, _C],
     "combine_add": [_P, _I, _I, _I, _P, _P, _I, _P, _I, _C],
     "modulus_cplx": [_P, _P, _I, _I, _I, _I, _C],
     "scale_cplx": [_P, _P, _P, _I, _I, _I, _I, _I, _C],
     "gather_segments": [_P, _I, _I, _I, _P, _I, _I, _I, _P, _P, _I, _C],
     "scatter_segments": [_P, _I, _I, _I, _P, _P, _I, _P, _I, _I, _I, _C, _C, _C],
+    "freq_forward": [_P, _I, _I, _I, _P, _P, _I, _P, _I, _I, _P, _I, _C],
+    "freq_backward": [_P, _I, _I, _I, _P, _P, _I, _P, _I, _I, _P, _P, _I, _C],
 }
+#: Kernels returning a status (0: done, 1: out of memory) instead of nothing.
+_STATUS_KERNELS = ("freq_forward", "freq_backward")
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64", torch.complex64: "f32", torch.complex128: "f64"}
 
 
@@ -148,7 +152,7 @@ class Kernels:
             for suf in ("f32", "f64"):
                 fn = getattr(lib, f"{name}_{suf}")
                 fn.argtypes = argtypes
-                fn.restype = None
+                fn.restype = ctypes.c_int if name in _STATUS_KERNELS else None
                 self._fn[name, suf] = fn
         self._plan = lib.dfti_plan
         self._plan.argtypes = [_C, _C, ctypes.c_long, ctypes.c_long, ctypes.c_double, _C,
@@ -308,19 +312,22 @@ class Kernels:
         self._fn["fill_planes", suf](ext.data_ptr(), ext.shape[1], idx.data_ptr(), h2.data_ptr(), W,
                                      Z.data_ptr(), B, nf, Lh, _threads(Z.numel()))
 
-    def modulus(self, re: Tensor, im: Tensor, out: Tensor, save: bool) -> None:
-        """``out = sqrt(re^2 + im^2) + 1e-12``; with ``save`` also ``re /= out`` and
-        ``im /= out`` in place.  All three are ``(..., cols)`` with contiguous last
-        dimension and the same leading shape, each with its own (uniform) row
-        stride."""
-        if not self.accepts(re, im, out) or re.shape != out.shape or im.shape != out.shape:
-            raise ValueError("re, im and out must be CPU tensors of one shape and precision")
+    def modulus(self, re: Tensor, im: Tensor, out: Tensor, save: bool,
+                phasor: tuple[Tensor, Tensor] | None = None) -> None:
+        """``out = sqrt(re^2 + im^2) + 1e-12``; with ``save`` also the phasor
+        ``(re / out, im / out)``, into ``phasor`` (two tensors like ``out``) or, when
+        it is ``None``, in place in ``re`` and ``im``.  All are ``(..., cols)`` with
+        contiguous last dimension and the same leading shape, each with its own
+        (uniform) row stride."""
+        pre, pim = (re, im) if phasor is None else phasor
+        if not self.accepts(re, im, out, pre, pim) or not re.shape == im.shape == out.shape == pre.shape == pim.shape:
+            raise ValueError("re, im, out and the phasor must be CPU tensors of one shape and precision")
         suf = _SUFFIX[out.dtype]
         cols = out.shape[-1]
-        strides = [_row_stride(t) for t in (re, im, out)]
+        strides = [_row_stride(t) for t in (re, im, out, pre, pim)]
         rows = out.numel() // max(cols, 1)
-        self._fn["modulus", suf](re.data_ptr(), im.data_ptr(), out.data_ptr(), rows, cols, *strides, int(save),
-                                 _threads(out.numel()))
+        self._fn["modulus", suf](re.data_ptr(), im.data_ptr(), out.data_ptr(), pre.data_ptr(), pim.data_ptr(), rows,
+                                 cols, *strides, int(save), _threads(out.numel()))
 
     def modulus_cplx(self, z: Tensor, out: Tensor) -> None:
         """``out = |z| + 1e-12`` for complex ``z`` and real ``out`` of one shape
@@ -416,6 +423,64 @@ class Kernels:
                              f"{idx.dtype} {tuple(idx.shape)}")
         self._fn["combine_add", suf](gZ.data_ptr(), B, nf, Lh, idx.data_ptr(), h2.data_ptr(), W, gext.data_ptr(),
                                      gext.shape[1], _threads(gZ.numel()))
+
+    @staticmethod
+    def _check_freq(y2: Tensor, Mr: Tensor, Mi: Tensor, AT: Tensor) -> tuple[str, int, int, int, int, int]:
+        """Validate the operands of :meth:`freq_forward` / :meth:`freq_backward`;
+        returns the kernel suffix, ``B, n, T2, R, Tc``."""
+        if not Kernels.accepts(y2, Mr, Mi, AT) or not y2.is_complex() or Mr.is_complex() or AT.is_complex():
+            raise ValueError("y2 (complex), Mr, Mi and AT (real) must be CPU tensors of one precision")
+        if y2.dim() != 3 or not y2.is_contiguous() or not Mr.is_contiguous() or not Mi.is_contiguous():
+            raise ValueError("y2 (B, n, T2), Mr and Mi (R, n) must be contiguous")
+        B, n, T2 = y2.shape
+        R = Mr.shape[0]
+        if Mr.shape != (R, n) or Mi.shape != (R, n):
+            raise ValueError(f"Mr and Mi must be ({R}, {n}), got {tuple(Mr.shape)} and {tuple(Mi.shape)}")
+        if AT.dim() != 2 or AT.shape[1] != T2 or AT.stride(1) != 1:
+            raise ValueError(f"AT must be (Tc, {T2}) with contiguous rows, got {tuple(AT.shape)} / {AT.stride()}")
+        return _SUFFIX[AT.dtype], B, n, T2, R, AT.shape[0]
+
+    def _status(self, status: int, name: str) -> None:
+        if status != 0:
+            raise MemoryError(f"native {name}: could not allocate its work buffers")
+
+    def freq_forward(self, y2: Tensor, Mr: Tensor, Mi: Tensor, AT: Tensor, out: Tensor, nch: int) -> Tensor:
+        """``out[b, r, c] = sum_t (|sum_k Mc[r, k] y2[b, k, t]| + 1e-12) AT[c, t]`` with
+        ``Mc = Mr + i Mi``: frequential scattering, modulus and time averaging of one
+        path, fused (nothing of ``Mc y2`` is stored).
+
+        Args:
+            y2: complex ``(B, n, T2)``, contiguous.
+            Mr, Mi: real ``(R, n)``, contiguous.
+            AT: real ``(Tc, T2)``, contiguous rows (any row stride): the transposed
+                time-averaging matrix.
+            out: real ``(B, R, Tc)``, contiguous, overwritten.
+            nch: time chunks (tasks per batch row); the result depends on it, not on the
+                number of threads.
+        """
+        suf, B, n, T2, R, Tc = self._check_freq(y2, Mr, Mi, AT)
+        if out.shape != (B, R, Tc) or not out.is_contiguous() or not self.accepts(out, AT):
+            raise ValueError(f"out must be a contiguous ({B}, {R}, {Tc}) tensor, got {tuple(out.shape)}")
+        self._status(self._fn["freq_forward", suf](y2.data_ptr(), B, n, T2, Mr.data_ptr(), Mi.data_ptr(), R,
+                                                   AT.data_ptr(), Tc, AT.stride(0), out.data_ptr(), int(nch),
+                                                   _threads(B * R * T2)), "freq_forward")
+        return out
+
+    def freq_backward(self, y2: Tensor, Mr: Tensor, Mi: Tensor, AT: Tensor, g: Tensor, gy2: Tensor,
+                      nch: int) -> Tensor:
+        """The adjoint of :meth:`freq_forward` with respect to ``y2``:
+        ``gy2[b, k, t] = sum_r conj(Mc[r, k]) y / (|y| + 1e-12) * sum_c g[b, r, c]
+        AT[c, t]`` with ``y = (Mc y2)[b, r, t]`` recomputed; ``g`` real ``(B, R, Tc)``
+        contiguous, ``gy2`` complex like ``y2`` (overwritten)."""
+        suf, B, n, T2, R, Tc = self._check_freq(y2, Mr, Mi, AT)
+        if g.shape != (B, R, Tc) or not g.is_contiguous() or not self.accepts(g, AT):
+            raise ValueError(f"g must be a contiguous ({B}, {R}, {Tc}) tensor, got {tuple(g.shape)}")
+        if gy2.shape != y2.shape or not gy2.is_contiguous() or not self.accepts(gy2, y2):
+            raise ValueError(f"gy2 must be a contiguous tensor like y2 {tuple(y2.shape)}, got {tuple(gy2.shape)}")
+        self._status(self._fn["freq_backward", suf](y2.data_ptr(), B, n, T2, Mr.data_ptr(), Mi.data_ptr(), R,
+                                                    AT.data_ptr(), Tc, AT.stride(0), g.data_ptr(), gy2.data_ptr(),
+                                                    int(nch), _threads(B * R * T2)), "freq_backward")
+        return gy2
 
 
 @functools.lru_cache(maxsize=4096)

@@ -1,0 +1,171 @@
+"""The one-path JTFS as one autograd node (scrapl.transforms.jtfs.path): the adjoints
+it applies by hand, the paired forward of a signal and its target against two
+separate calls and the stage-by-stage composition, and its backward passes (twice,
+with create_graph, under vmap, for the input's rows only)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from scrapl.transforms import ops
+from scrapl.transforms.jtfs import JTFS, core, path
+from scrapl.transforms.scale import normalise
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.detach().double() - b.detach().double()).norm() / b.detach().double().norm())
+
+
+@pytest.mark.parametrize("pads", [(5, 7), (0, 3), (4, 0), (0, 0)])
+def test_reflect_pad_adjoint_is_the_autograd_gradient(pads: tuple[int, int]) -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 20, dtype=torch.float64, generator=g, requires_grad=True)
+    y = ops.pad_reflect(x, *pads)
+    w = torch.randn(y.shape, dtype=torch.float64, generator=g)
+    (want,) = torch.autograd.grad(y, x, w)
+    torch.testing.assert_close(path.reflect_pad_adjoint(w, *pads), want, rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("n_pad,extra", [(64, 0), (64, 9), (256, 100)])
+def test_extended_spectrum_adjoint_is_the_autograd_gradient(n_pad: int, extra: int) -> None:
+    g = torch.Generator().manual_seed(1)
+    x_hat = torch.randn(2, n_pad // 2 + 1, dtype=torch.complex128, generator=g, requires_grad=True)
+    ext = core.extended_spectrum(x_hat, n_pad, extra)
+    w = torch.randn(ext.shape, dtype=torch.complex128, generator=g)
+    (want,) = torch.autograd.grad(ext, x_hat, w)
+    torch.testing.assert_close(core.extended_spectrum_adjoint(w, n_pad, extra), want, rtol=0, atol=1e-14)
+
+
+def test_rfft_adjoint_is_the_autograd_gradient() -> None:
+    g = torch.Generator().manual_seed(2)
+    for n in (64, 65):
+        x = torch.randn(3, n, dtype=torch.float64, generator=g, requires_grad=True)
+        X = torch.fft.rfft(x)
+        w = torch.randn(X.shape, dtype=torch.complex128, generator=g)
+        (want,) = torch.autograd.grad(X, x, w)
+        torch.testing.assert_close(core.rfft_adjoint(w, n), want, rtol=0, atol=1e-12)
+
+
+@pytest.fixture(scope="module")
+def jtfs64() -> JTFS:
+    return JTFS(shape=1024, J=6, Q1=8, Q2=2, J_fr=2, Q_fr=1).double()
+
+
+def _signals(B: int = 2, seed: int = 3, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(B, 1, 1024, generator=g, dtype=dtype), torch.randn(B, 1, 1024, generator=g, dtype=dtype)
+
+
+@pytest.mark.parametrize("i", [0, 7, 20, 39])
+@pytest.mark.parametrize("crop_time", [True, False])
+def test_pair_equals_two_calls_and_the_stagewise_composition(jtfs64: JTFS, i: int, crop_time: bool) -> None:
+    """Values and gradient of the paired call equal those of separate calls and of
+    the stage-by-stage autograd Functions (float64: to rounding)."""
+    x, t = _signals()
+    xa = x.clone().requires_grad_(True)
+    s, s_t = jtfs64.forward_path_pair(xa, t, i, crop_time=crop_time)
+    assert not s_t.requires_grad and s_t.grad_fn is None
+    w = torch.randn(s.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(i))
+    (s * w).sum().backward()
+    xb = x.clone().requires_grad_(True)
+    s1 = jtfs64.forward_path(xb, i, crop_time=crop_time)
+    (s1 * w).sum().backward()
+    assert rel(s, s1) < 1e-12 and rel(s_t, jtfs64.forward_path(t, i, crop_time=crop_time)) < 1e-12
+    assert rel(xa.grad, xb.grad) < 1e-12
+    geo = jtfs64._plans[(i, crop_time)].geo
+    xc = x.clone().requires_grad_(True)
+    rows, scale = normalise(xc.reshape(2, 1024))
+    s2 = (path.stagewise(rows, geo, None) * scale.view(-1, 1, 1)).reshape(s.shape)
+    (s2 * w).sum().backward()
+    assert rel(s, s2) < 1e-12 and rel(xa.grad, xc.grad) < 1e-12
+
+
+def test_pair_gradient_passes_gradcheck(jtfs64: JTFS) -> None:
+    x, t = _signals(B=1)
+    x = x.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda v: jtfs64.forward_path_pair(v, t, 11)[0], (x,), fast_mode=True)
+    assert torch.autograd.gradgradcheck(lambda v: jtfs64.forward_path_pair(v, t, 11)[0], (x,), fast_mode=True)
+
+
+def test_backward_twice_and_the_saved_rows(jtfs64: JTFS) -> None:
+    """retain_graph: a second backward gives the same gradient (nothing saved is
+    modified); only the input's rows are kept for the backward pass."""
+    x, t = _signals(B=3)
+    x = x.requires_grad_(True)
+    s, _ = jtfs64.forward_path_pair(x, t, 25)
+    node = s.grad_fn.next_functions[0][0]  # PathPair's (s is a reshape of its output)
+    assert type(node).__name__ == "PathPairBackward"
+    for saved in node.saved_tensors[3:]:  # the phasors: (2, 3 rows of x, filters, L)
+        assert saved.shape[1] == 3
+    s.sum().backward(retain_graph=True)
+    first = x.grad.clone()
+    x.grad = None
+    s.sum().backward()
+    assert torch.equal(first, x.grad)
+
+
+def test_float32_pair_matches_separate_calls() -> None:
+    m = JTFS(shape=1024, J=6, Q1=8, Q2=2, J_fr=2, Q_fr=1)
+    x, t = _signals(B=2, dtype=torch.float32)
+    xa = x.clone().requires_grad_(True)
+    s, s_t = m.forward_path_pair(xa, t, 13, crop_time=False)
+    s.square().sum().backward()
+    xb = x.clone().requires_grad_(True)
+    s1 = m.forward_path(xb, 13, crop_time=False)
+    s1.square().sum().backward()
+    assert rel(s, s1) < 1e-6 and rel(s_t, m.forward_path(t, 13, crop_time=False)) < 1e-6
+    assert rel(xa.grad, xb.grad) < 1e-5
+
+
+def test_pair_in_no_grad_and_inference_modes(jtfs64: JTFS) -> None:
+    x, t = _signals()
+    want = jtfs64.forward_path(x, 3)
+    with torch.no_grad():
+        s, _ = jtfs64.forward_path_pair(x.requires_grad_(True), t, 3)
+    assert s.grad_fn is None and rel(s, want) < 1e-12
+    with torch.inference_mode():
+        s, s_t = jtfs64.forward_path_pair(x, t, 3)
+    assert rel(s, want) < 1e-12
+    s, _ = jtfs64.forward_path_pair(x.detach().requires_grad_(True), t, 3)  # grad mode again: not poisoned
+    s.sum().backward()
+
+
+def test_pair_argument_errors(jtfs64: JTFS) -> None:
+    x, t = _signals()
+    with pytest.raises(ValueError, match="x_target must have the shape of x"):
+        jtfs64.forward_path_pair(x, t[:1], 0)
+    with pytest.raises(TypeError, match="x_target is torch.float32"):
+        jtfs64.forward_path_pair(x, t.float(), 0)
+    with pytest.raises(ValueError, match="x_target must have shape"):
+        jtfs64.forward_path_pair(x, t[..., :512], 0)
+    with pytest.raises(ValueError, match="x_target contains NaN"):
+        jtfs64.forward_path_pair(x, t.clone().fill_(float("nan")), 0)
+    with pytest.raises(ValueError, match=rf"\[0, {jtfs64.n_paths}\)"):
+        jtfs64.forward_path_pair(x, t, jtfs64.n_paths)
+
+
+def test_the_loss_uses_one_paired_call_and_keeps_a_target_gradient() -> None:
+    """A constant target goes through one paired call; a target that requires a
+    gradient gets one (two separate calls)."""
+    from scrapl import SCRAPLLoss
+
+    loss = SCRAPLLoss(shape=1024, J=6, Q1=8, Q2=2, J_fr=2, Q_fr=1).double()
+    calls = []
+    orig = type(loss.transform).forward_path_pair
+
+    def spy(self, *a, **k):
+        calls.append(1)
+        return orig(self, *a, **k)
+
+    x, t = _signals()
+    type(loss.transform).forward_path_pair = spy
+    try:
+        x = x.requires_grad_(True)
+        loss(x, t, path_idx=5).backward()
+        assert calls == [1] and x.grad is not None
+        tg = t.clone().requires_grad_(True)
+        loss(x, tg, path_idx=5).backward()
+        assert calls == [1] and tg.grad is not None and float(tg.grad.abs().sum()) > 0
+    finally:
+        type(loss.transform).forward_path_pair = orig
