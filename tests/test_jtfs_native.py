@@ -497,3 +497,56 @@ def test_a_compiler_without_openmp_gets_serial_kernels(monkeypatch: pytest.Monke
     (grad_ref,) = torch.autograd.grad(ref.square().sum(), xr)
     torch.testing.assert_close(out, ref, rtol=2e-6, atol=1e-9)
     torch.testing.assert_close(grad, grad_ref, rtol=2e-6, atol=1e-9)
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("chunk_floats", [1 << 20, 1 << 13], ids=["one-chunk", "many-chunks"])
+def test_group_kernels_equal_the_python_chunk_loop(kernels: native.Kernels, monkeypatch: pytest.MonkeyPatch,
+                                                   dtype: torch.dtype, chunk_floats: int) -> None:
+    """A first-order group's chunks in one native call (Kernels.group_forward /
+    group_backward) give the results of the Python loop over the same kernels, also
+    with several chunks of unequal width and the phasors of the first rows only."""
+    monkeypatch.setattr(core, "SCALOGRAM_CHUNK_FLOATS", chunk_floats)
+    m = JTFS(shape=2048, J=6, Q1=8, Q2=2, J_fr=2, Q_fr=1).to(dtype)
+    g = torch.Generator().manual_seed(12)
+    x = torch.randn(3, 2048, generator=g, dtype=dtype)
+    t = torch.randn(3, 2048, generator=g, dtype=dtype)
+    res = {}
+    for use in (True, False):
+        monkeypatch.setattr(core, "_native_group", (lambda k, *ts: k is not None) if use else (lambda k, *ts: False))
+        m._plans.clear()
+        xa = x.clone().requires_grad_(True)
+        s, s_t = m.forward_path_pair(xa, t, 30, crop_time=False)
+        (s * torch.linspace(-1, 1, s.shape[-1], dtype=dtype)).sum().backward()
+        res[use] = (s.detach(), s_t, xa.grad)
+    tol = 1e-6 if dtype == torch.float32 else 1e-13
+    for a, b in zip(res[True], res[False]):
+        assert float((a - b).norm() / b.norm()) < tol
+
+
+@needs_kernels
+def test_group_kernel_argument_checks(kernels: native.Kernels) -> None:
+    ext, _, idx, h2, _ = _windows(torch.float32, W=37, E=300)
+    L = 128
+    Lh = L // 2 + 1
+    rows = ext.shape[0]
+    work = {"Z": torch.empty(4 * rows * 4 * Lh), "P": torch.empty(2 * rows * 4 * L), "U": torch.empty(rows * 4 * L),
+            "S": torch.empty(2 * rows * 4 * Lh)}
+    out = torch.zeros(rows, 4, 64, dtype=torch.complex64)
+    coef = torch.ones(64, 2)
+    segs = native.segments(((0, 0, 30, False),))
+    kernels.group_forward(ext, idx, h2, L, [0, 2, 4], work, None, rows, out, 0, coef, segs)  # valid
+    with pytest.raises(ValueError, match="chunk bounds"):
+        kernels.group_forward(ext, idx, h2, L, [0, 3, 2, 4], work, None, rows, out, 0, coef, segs)
+    with pytest.raises(ValueError, match="scratch buffer"):
+        kernels.group_forward(ext, idx, h2, L, [0, 4], dict(work, P=torch.empty(10)), None, rows, out, 0, coef, segs)
+    with pytest.raises(ValueError, match="beyond the spectrum"):
+        kernels.group_forward(ext[:, :200].contiguous(), idx, h2, L, [0, 4], work, None, rows, out, 0, coef, segs)
+    with pytest.raises(ValueError, match="phasor buffers"):
+        kernels.group_forward(ext, idx, h2, L, [0, 2, 4], work, [torch.empty(2 * rows * 2 * L)], rows, out, 0, coef,
+                              segs)
+    with pytest.raises(ValueError, match="rows 1..5"):
+        kernels.group_forward(ext, idx, h2, L, [0, 4], work, None, rows, out, 1, coef, segs)
+    with pytest.raises(ValueError, match="W \\+ 1 <= L / 2"):
+        kernels.group_forward(ext, idx, h2, 64, [0, 4], work, None, rows, out, 0, coef, segs)

@@ -352,8 +352,99 @@ void dfti_release(void *plan) {
     if (h) dfti_free(&h);
 }
 
+/* ------------------------------------------------------------------------------
+ * One first-order group of a path, all its filter chunks in one call (the loops
+ * of core._group_forward / core._group_backward with their element-wise kernels
+ * and planned FFTs, without a Python round trip per chunk).  Chunk c holds the
+ * filters [bounds[c], bounds[c + 1]); plans_inv[c] / plans_fwd[c] are the
+ * committed plans of its inverse / forward real FFTs (length L, batched over the
+ * chunk's rows); a kernel runs threaded when it touches at least par_min values.
+ * Returns 0, or 2 when an FFT failed (the caller falls back to torch).
+ * ------------------------------------------------------------------------------ */
+#define GROUP_NT(n) ((n) < par_min ? 1 : nthreads)
+#define DEFINE_GROUP(T, SUF)                                                             \
+/* Forward: Z = window planes, P = irfft(Z) (2, rows, fc, L), U = |P|, S = rfft(U),    \
+ * out[:, row0 + f0 + f] = second-order window of S.  With phasor[c] (not NULL), the  \
+ * phasor P / U of the chunk's first n_grad rows is written there, (2, n_grad, fc, L). \
+ * Scratch: Z (2 rows fcmax Lh 2), P (2 rows fcmax L), U (rows fcmax L), S (rows     \
+ * fcmax Lh 2). */                                                                      \
+int group_forward_##SUF(const T *ext, int64_t rows, int64_t E, const int64_t *idx,        \
+                        const T *h2, int64_t W, int64_t L, int64_t nchunks,               \
+                        const int64_t *bounds, void *const *plans_inv,                    \
+                        void *const *plans_fwd, T *Z, T *P, T *U, T *S, T *const *phasor,  \
+                        int64_t n_grad, T *out, int64_t n_out, int64_t width,             \
+                        int64_t row0, const T *coef, const int64_t *segs, int64_t nseg,   \
+                        int64_t par_min, int nthreads) {                                 \
+    int64_t Lh = L / 2 + 1;                                                              \
+    for (int64_t c = 0; c < nchunks; ++c) {                                              \
+        int64_t f0 = bounds[c], fc = bounds[c + 1] - f0, n = rows * fc;                  \
+        fill_planes_##SUF(ext, E, idx + f0 * W, h2 + f0 * W, W, Z, rows, fc, Lh,          \
+                          GROUP_NT(4 * n * Lh));                                         \
+        if (dfti_run(plans_inv[c], 0, Z, P)) return 2;                                   \
+        T *re = P, *im = P + n * L;                                                      \
+        int64_t ng = phasor ? n_grad * fc : 0;                                           \
+        if (ng) {                                                                       \
+            T *ph = phasor[c];                                                           \
+            modulus_##SUF(re, im, U, ph, ph + ng * L, ng, L, L, L, L, L, L, 1,           \
+                          GROUP_NT(ng * L));                                             \
+        }                                                                               \
+        if (n > ng)                                                                     \
+            modulus_##SUF(re + ng * L, im + ng * L, U + ng * L, re, im, n - ng, L, L, L, \
+                          L, L, L, 0, GROUP_NT((n - ng) * L));                           \
+        if (dfti_run(plans_fwd[c], 1, U, S)) return 2;                                   \
+        gather_segments_##SUF(S, rows, fc, Lh, out, n_out, width, row0 + f0, coef, segs, \
+                              nseg, GROUP_NT(n * Lh));                                   \
+    }                                                                                   \
+    return 0;                                                                           \
+}                                                                                       \
+                                                                                        \
+/* Backward, for B rows: G = gradient of S (zero outside [lo, hi): all of G when the   \
+ * chunk width changes, else only [lo, hi) is re-zeroed), GU = irfft adjoint of G,    \
+ * GP = phasor[c] * GU (2, B, fc, L), GZ = rfft(GP), gext += adjoint of the window     \
+ * fill.  Scratch: G (B fcmax Lh 2), GU (B fcmax L), GP (2 B fcmax L),                 \
+ * GZ (2 B fcmax Lh 2). */                                                              \
+int group_backward_##SUF(const T *g, int64_t B, int64_t n_g, int64_t width, int64_t row0, \
+                         const T *coef, const int64_t *segs, int64_t nseg, int64_t lo,    \
+                         int64_t hi, int64_t L, int64_t nchunks, const int64_t *bounds,    \
+                         void *const *plans_inv, void *const *plans_fwd, T *G, T *GU,      \
+                         T *GP, T *GZ, T *const *phasor, const int64_t *idx, const T *h2,  \
+                         int64_t W, T *gext, int64_t E, int64_t par_min, int nthreads) {   \
+    int64_t Lh = L / 2 + 1, zeroed = -1;                                                 \
+    for (int64_t c = 0; c < nchunks; ++c) {                                              \
+        int64_t f0 = bounds[c], fc = bounds[c + 1] - f0, n = B * fc;                     \
+        if (fc != zeroed) {                                                             \
+            memset(G, 0, sizeof(T) * (size_t)(2 * n * Lh));                              \
+            zeroed = fc;                                                                 \
+        } else {                                                                        \
+            for (int64_t r = 0; r < n; ++r)                                              \
+                memset(G + 2 * (r * Lh + lo), 0, sizeof(T) * (size_t)(2 * (hi - lo)));   \
+        }                                                                               \
+        scatter_segments_##SUF(g, n_g, width, row0 + f0, coef, segs, nseg, G, B, fc, Lh, \
+                               1, L % 2 == 0, GROUP_NT(n * Lh));                         \
+        if (dfti_run(plans_inv[c], 0, G, GU)) return 2;                                  \
+        const T *ph = phasor[c];                                                         \
+        int64_t m = n * L;                                                               \
+        _Pragma("omp parallel for num_threads(GROUP_NT(2 * m)) schedule(static)")       \
+        for (int64_t b = 0; b < (m + BLOCK - 1) / BLOCK; ++b) {                          \
+            int64_t i0 = b * BLOCK, i1 = i0 + BLOCK < m ? i0 + BLOCK : m;                \
+            _Pragma("omp simd")                                                         \
+            for (int64_t i = i0; i < i1; ++i) {                                          \
+                GP[i] = ph[i] * GU[i];                                                   \
+                GP[m + i] = ph[m + i] * GU[i];                                           \
+            }                                                                           \
+        }                                                                               \
+        if (dfti_run(plans_fwd[c], 1, GP, GZ)) return 2;                                 \
+        combine_add_##SUF(GZ, B, fc, Lh, idx + f0 * W, h2 + f0 * W, W, gext, E,          \
+                          GROUP_NT(2 * n * Lh));                                         \
+    }                                                                                   \
+    return 0;                                                                           \
+}
+
+DEFINE_GROUP(float, f32)
+DEFINE_GROUP(double, f64)
+
 /* Version of this kernel interface (checked by native.py). */
-int scrapl_kernels_abi(void) { return 7; }
+int scrapl_kernels_abi(void) { return 8; }
 
 #else /* SCRAPL_FREQ_T: the frequential kernels of one precision (see above) */
 

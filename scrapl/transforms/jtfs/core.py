@@ -619,6 +619,52 @@ def _scatter_window(gu_r: Tensor, g_r: Tensor, coef: Tensor, segs: tuple) -> Non
         gu_r[:, :, src: src + n].add_(piece)
 
 
+def _native_group(k: native.Kernels | None, *tensors: Tensor) -> bool:
+    """Whether a first-order group runs as one native call (``k``: the kernels with
+    planned FFTs, or ``None``; the group's tensors must be contiguous)."""
+    return k is not None and all(t.is_contiguous() for t in tensors)
+
+
+def _bounds(chunks: list[tuple[int, int]]) -> list[int]:
+    return [chunks[0][0]] + [f1 for _, f1 in chunks]
+
+
+def _group_forward_native(k: native.Kernels, ext: Tensor, idx: Tensor, h2: Tensor, L: int, save: bool,
+                          n_grad: int | None, scratch: _Scratch, out: Tensor, row0: int, coef: Tensor,
+                          segs: tuple) -> tuple[list[Tensor], list[tuple[int, int]]]:
+    """:func:`_group_forward` with the second-order window gather, every chunk in one
+    native call (``Kernels.group_forward``); same results and saved phasors."""
+    rows, nf = ext.shape[0], idx.shape[0]
+    n_grad = rows if n_grad is None else n_grad
+    Lh = L // 2 + 1
+    chunks = _filter_chunks(rows, nf, L, ext.device)
+    fc = max(f1 - f0 for f0, f1 in chunks)
+    work = {"Z": scratch.take("Z", 4 * rows * fc * Lh), "P": scratch.take("p", 2 * rows * fc * L),
+            "U": scratch.take("u", rows * fc * L), "S": scratch.take("spec", 2 * rows * fc * Lh)}
+    phasors: list[Tensor] = []
+    if save:
+        flat = scratch.new((2 * n_grad * nf * L,), ext.real)
+        for f0, f1 in chunks:
+            n = 2 * n_grad * (f1 - f0) * L
+            phasors.append(flat[2 * n_grad * f0 * L: 2 * n_grad * f0 * L + n].view(2, n_grad, f1 - f0, L))
+    k.group_forward(ext, idx, h2, L, _bounds(chunks), work, phasors if save else None, n_grad, out, row0, coef,
+                    native.segments(segs))
+    return phasors, chunks
+
+
+def _group_backward_native(k: native.Kernels, g: Tensor, gext: Tensor, phasors: list[Tensor], idx: Tensor,
+                           h2: Tensor, L: int, chunks: list[tuple[int, int]], row0: int, coef: Tensor, segs: tuple,
+                           scratch: _Scratch) -> None:
+    """The backward of :func:`_group_forward_native` (``Kernels.group_backward``),
+    accumulated into ``gext``."""
+    B = gext.shape[0]
+    Lh = L // 2 + 1
+    fc = max(f1 - f0 for f0, f1 in chunks)
+    work = {"G": scratch.take("G", 2 * B * fc * Lh), "GU": scratch.take("gu", B * fc * L),
+            "GP": scratch.take("p", 2 * B * fc * L), "GZ": scratch.take("gZ", 4 * B * fc * Lh)}
+    k.group_backward(g, row0, coef, native.segments(segs), L, _bounds(chunks), work, phasors, idx, h2, gext)
+
+
 def scalogram_second_order(ext: Tensor, specs: tuple, width: int, pool: BufferPool | None, tensors: tuple,
                            save: bool, n_grad: int | None = None) -> tuple[Tensor, list[Tensor], list]:
     """Forward of :class:`ScalogramSecondOrder` (no autograd): the output, and with
@@ -631,8 +677,15 @@ def scalogram_second_order(ext: Tensor, specs: tuple, width: int, pool: BufferPo
     saved: list[Tensor] = []
     layout = []
     r0 = 0
+    k = _native_fft(ext, out)
     for gi, (starts, L, segs) in enumerate(specs):
         idx, h2, coef = tensors[3 * gi: 3 * gi + 3]
+        if _native_group(k, idx, h2, coef):
+            sv, chunks = _group_forward_native(k, ext, idx, h2, L, save, n_grad, scratch, out, r0, coef, segs)
+            layout.append((r0, len(saved), chunks))
+            saved += sv
+            r0 += idx.shape[0]
+            continue
 
         def gather(f0: int, f1: int, spec: Tensor, r0: int = r0, coef: Tensor = coef, segs: tuple = segs) -> None:
             k = _native(spec, out, coef)
@@ -658,9 +711,14 @@ def scalogram_second_order_adjoint(g: Tensor, ext_len: int, specs: tuple, layout
     B = g.shape[0]
     gext = buffers.zeros(pool, (B, ext_len), g)
     scratch = _Scratch(g_r, pool)
+    k = _native_fft(g, gext)
     for gi, (starts, L, segs) in enumerate(specs):
         idx, h2, coef = tensors[3 * gi: 3 * gi + 3]
         r0, s0, chunks = layout[gi]
+        ph = saved[s0: s0 + len(chunks)]
+        if _native_group(k, idx, h2, coef, *ph):
+            _group_backward_native(k, g, gext, ph, idx, h2, L, chunks, r0, coef, segs, scratch)
+            continue
         Lh = L // 2 + 1
         lo = min(src for src, _, _, _ in segs)
         hi = max(src + n for src, _, n, _ in segs)

@@ -61,7 +61,7 @@ from torch import Tensor
 __all__ = ["Kernels", "NativeFFTError", "disabled", "get", "status"]
 
 _SOURCE = Path(__file__).with_name("_kernels.c")
-_ABI = 7
+_ABI = 8
 _BASE_FLAGS = ["-O3", "-fno-math-errno", "-ffp-contract=off", "-shared", "-fPIC"]
 #: Tried in order: a compiler without OpenMP (e.g. Apple clang) gets serial kernels,
 #: one that does not know ``-march=native`` generic ones.
@@ -80,9 +80,13 @@ _SIGNATURES = {
     "scatter_segments": [_P, _I, _I, _I, _P, _P, _I, _P, _I, _I, _I, _C, _C, _C],
     "freq_forward": [_P, _I, _I, _I, _P, _P, _I, _P, _I, _I, _P, _I, _C],
     "freq_backward": [_P, _I, _I, _I, _P, _P, _I, _P, _I, _I, _P, _P, _I, _C],
+    "group_forward": [_P, _I, _I, _P, _P, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _I, _P, _I, _I, _I, _P,
+                      _P, _I, _I, _C],
+    "group_backward": [_P, _I, _I, _I, _I, _P, _P, _I, _I, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _P,
+                       _P, _I, _P, _I, _I, _C],
 }
-#: Kernels returning a status (0: done, 1: out of memory) instead of nothing.
-_STATUS_KERNELS = ("freq_forward", "freq_backward")
+#: Kernels returning a status (0: done, 1: out of memory, 2: an FFT failed) instead of nothing.
+_STATUS_KERNELS = ("freq_forward", "freq_backward", "group_forward", "group_backward")
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64", torch.complex64: "f32", torch.complex128: "f64"}
 
 
@@ -424,6 +428,118 @@ class Kernels:
         self._fn["combine_add", suf](gZ.data_ptr(), B, nf, Lh, idx.data_ptr(), h2.data_ptr(), W, gext.data_ptr(),
                                      gext.shape[1], _threads(gZ.numel()))
 
+    def _group_plans(self, dbl: bool, L: int, bounds: list[int], inv_rows: int, fwd_rows: int):
+        """ctypes arrays of the committed inverse / forward real-FFT plans of each
+        chunk (``inv_rows`` / ``fwd_rows`` transforms per filter of the chunk)."""
+        n = len(bounds) - 1
+        inv, fwd = (ctypes.c_void_p * n)(), (ctypes.c_void_p * n)()
+        for c in range(n):
+            fc = bounds[c + 1] - bounds[c]
+            inv[c] = self._get_plan(dbl, 1, L, inv_rows * fc, 1.0)
+            fwd[c] = self._get_plan(dbl, 0, L, fwd_rows * fc, 1.0)
+        return inv, fwd
+
+    @staticmethod
+    def _check_group(ext_or_gext: Tensor, idx: Tensor, h2: Tensor, L: int, bounds: list[int], rows: int,
+                     scratch: list[tuple[Tensor, int]], phasors: list[Tensor] | None, n_ph: int) -> tuple[str, int]:
+        """Checks shared by :meth:`group_forward` and :meth:`group_backward`; returns
+        the kernel suffix and the widest chunk."""
+        suf = Kernels._check(ext_or_gext, h2, *(t for t, _ in scratch))
+        nf, W = idx.shape
+        if idx.dtype != torch.int64 or not idx.is_contiguous() or h2.numel() != nf * W or L % 2 or W + 1 > L // 2:
+            raise ValueError(f"idx must be contiguous int64 (nf, W) with W + 1 <= L / 2, h2 (nf, W), L even; got "
+                             f"{tuple(idx.shape)}, {tuple(h2.shape)}, L={L}")
+        if _window_span(idx) > ext_or_gext.shape[1]:
+            raise ValueError(f"windows reach beyond the spectrum ({ext_or_gext.shape[1]} bins)")
+        if len(bounds) < 2 or bounds[0] != 0 or bounds[-1] != nf or any(b <= a for a, b in zip(bounds, bounds[1:])):
+            raise ValueError(f"chunk bounds must rise from 0 to {nf}, got {bounds}")
+        fcmax = max(b - a for a, b in zip(bounds, bounds[1:]))
+        for t, per_row in scratch:
+            if t.numel() < per_row * rows * fcmax:
+                raise ValueError(f"a scratch buffer of {t.numel()} values is smaller than a chunk needs "
+                                 f"({per_row * rows * fcmax})")
+        if phasors is not None:
+            if len(phasors) != len(bounds) - 1:
+                raise ValueError(f"{len(phasors)} phasor buffers for {len(bounds) - 1} chunks")
+            for ph, a, b in zip(phasors, bounds, bounds[1:]):
+                Kernels._check(ph, h2)
+                if ph.numel() != 2 * n_ph * (b - a) * L:
+                    raise ValueError(f"phasor buffer of {ph.numel()} values for {2 * n_ph * (b - a) * L}")
+        return suf, fcmax
+
+    def group_forward(self, ext: Tensor, idx: Tensor, h2: Tensor, L: int, bounds: list[int], scratch: dict,
+                      phasors: list[Tensor] | None, n_grad: int, out: Tensor, row0: int, coef: Tensor,
+                      segs: Tensor) -> None:
+        """One first-order group, all its chunks (``core._group_forward`` with the
+        second-order window gather of :meth:`gather_segments` as the consumer).
+
+        Args:
+            ext: extended input spectrum, complex ``(rows, E)``.
+            idx, h2: the group's windows (see :meth:`fill_planes`), ``nf`` filters.
+            L: inverse-FFT length; bounds: chunk boundaries ``0 = b_0 < ... = nf``.
+            scratch: ``{"Z", "P", "U", "S"}`` contiguous buffers of at least ``4 rows
+                fc Lh``, ``2 rows fc L``, ``rows fc L``, ``2 rows fc Lh`` real values
+                for the widest chunk ``fc`` (``Lh = L // 2 + 1``).
+            phasors: ``None``, or one contiguous buffer per chunk of ``2 n_grad fc L``
+                values, written with the phasor of the chunk's first ``n_grad`` rows.
+            out, row0, coef, segs: as in :meth:`gather_segments` (rows ``row0 + f``).
+        """
+        rows, E = ext.shape
+        Lh = L // 2 + 1
+        Z, P, U, S = (scratch[k] for k in "ZPUS")
+        suf, _ = self._check_group(ext, idx, h2, L, bounds, rows, [(Z, 4 * Lh), (P, 2 * L), (U, L), (S, 2 * Lh)],
+                                   phasors, n_grad)
+        self._check(out, coef)
+        if not 0 <= n_grad <= rows or out.shape[0] != rows or row0 < 0 or row0 + idx.shape[0] > out.shape[1]:
+            raise ValueError(f"rows {row0}..{row0 + idx.shape[0]} of {tuple(out.shape)} for {rows} signals "
+                             f"(n_grad={n_grad})")
+        self._check_segments(segs, coef, out.shape[2], Lh)
+        inv, fwd = self._group_plans(ext.dtype == torch.complex128, L, bounds, 2 * rows, rows)
+        n = len(bounds) - 1
+        ph = None if phasors is None else (ctypes.c_void_p * n)(*(t.data_ptr() for t in phasors))
+        b = (ctypes.c_int64 * len(bounds))(*bounds)
+        status = self._fn["group_forward", suf](
+            ext.data_ptr(), rows, E, idx.data_ptr(), h2.data_ptr(), idx.shape[1], L, n, b, inv, fwd, Z.data_ptr(),
+            P.data_ptr(), U.data_ptr(), S.data_ptr(), ph, n_grad, out.data_ptr(), out.shape[1], out.shape[2], row0,
+            coef.data_ptr(), segs.data_ptr(), segs.shape[0], PARALLEL_MIN_ELEMENTS, torch.get_num_threads())
+        self._group_status(status)
+
+    def group_backward(self, g: Tensor, row0: int, coef: Tensor, segs: Tensor, L: int, bounds: list[int],
+                       scratch: dict, phasors: list[Tensor], idx: Tensor, h2: Tensor, gext: Tensor) -> None:
+        """The adjoint of :meth:`group_forward` for the ``B`` rows of ``g`` (complex
+        ``(B, n_g, width)``, rows ``row0 + f``), accumulated into ``gext`` (complex
+        ``(B, E)``); ``phasors`` as written by the forward (``2 B fc L`` values per
+        chunk); ``scratch`` ``{"G", "GU", "GP", "GZ"}`` of at least ``2 B fc Lh``,
+        ``B fc L``, ``2 B fc L``, ``4 B fc Lh`` real values."""
+        B, E = gext.shape
+        Lh = L // 2 + 1
+        G, GU, GP, GZ = (scratch[k] for k in ("G", "GU", "GP", "GZ"))
+        suf, _ = self._check_group(gext, idx, h2, L, bounds, B, [(G, 2 * Lh), (GU, L), (GP, 2 * L), (GZ, 4 * Lh)],
+                                   phasors, B)
+        self._check(g, coef)
+        if g.shape[0] != B or row0 < 0 or row0 + idx.shape[0] > g.shape[1]:
+            raise ValueError(f"rows {row0}..{row0 + idx.shape[0]} of {tuple(g.shape)} for {B} signals")
+        self._check_segments(segs, coef, g.shape[2], Lh)
+        lo, hi = segs._scrapl_src  # type: ignore[attr-defined]
+        inv, fwd = self._group_plans(g.dtype == torch.complex128, L, bounds, B, 2 * B)
+        n = len(bounds) - 1
+        ph = (ctypes.c_void_p * n)(*(t.data_ptr() for t in phasors))
+        b = (ctypes.c_int64 * len(bounds))(*bounds)
+        status = self._fn["group_backward", suf](
+            g.data_ptr(), B, g.shape[1], g.shape[2], row0, coef.data_ptr(), segs.data_ptr(), segs.shape[0], lo,
+            hi, L, n, b, inv, fwd, G.data_ptr(), GU.data_ptr(), GP.data_ptr(), GZ.data_ptr(), ph,
+            idx.data_ptr(), h2.data_ptr(), idx.shape[1], gext.data_ptr(), E, PARALLEL_MIN_ELEMENTS,
+            torch.get_num_threads())
+        self._group_status(status)
+
+    def _group_status(self, status: int) -> None:
+        if status == 2:
+            self.has_fft = False
+            self.fft_reason = "MKL DFTI compute failed in a first-order group"
+            raise NativeFFTError(self.fft_reason)
+        if status != 0:
+            raise RuntimeError(f"native first-order group failed with status {status}")
+
     @staticmethod
     def _check_freq(y2: Tensor, Mr: Tensor, Mi: Tensor, AT: Tensor) -> tuple[str, int, int, int, int, int]:
         """Validate the operands of :meth:`freq_forward` / :meth:`freq_backward`;
@@ -494,7 +610,21 @@ def segments(segs: tuple) -> Tensor:
     with torch.inference_mode(False):  # cached: never an inference tensor
         t = torch.tensor(rows, dtype=torch.int64).reshape(-1, 4)
     t._scrapl_ends = (max((a + c for a, _, c, _ in rows), default=0), max((b + c for _, b, c, _ in rows), default=0))
+    t._scrapl_src = (min((a for a, _, _, _ in rows), default=0), t._scrapl_ends[0])  # bins [lo, hi) read
     return t
+
+
+def _window_span(idx: Tensor) -> int:
+    """``max(idx[:, 0]) + W``, the end of the furthest window (``2**62`` when a start
+    is negative), computed once per tensor and version (window indices are module
+    buffers: checked once, not at every call)."""
+    cached = getattr(idx, "_scrapl_span", None)
+    if cached is not None and cached[0] == idx._version:
+        return cached[1]
+    starts = idx[:, 0]
+    span = int(starts.max()) + idx.shape[1] if int(starts.min()) >= 0 else 1 << 62
+    idx._scrapl_span = (idx._version, span)
+    return span
 
 
 def _row_stride(t: Tensor) -> int:
