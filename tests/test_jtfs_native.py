@@ -550,3 +550,53 @@ def test_group_kernel_argument_checks(kernels: native.Kernels) -> None:
         kernels.group_forward(ext, idx, h2, L, [0, 4], work, None, rows, out, 1, coef, segs)
     with pytest.raises(ValueError, match="W \\+ 1 <= L / 2"):
         kernels.group_forward(ext, idx, h2, 64, [0, 4], work, None, rows, out, 0, coef, segs)
+
+
+def test_averaging_band_covers_the_significant_frames_cyclically() -> None:
+    T2, Tc = 256, 8
+    AT = torch.full((Tc, T2), 1e-9)
+    for blk in range(4):  # block b: frames b+6, b+7, b+8, b+9 (mod 8) significant
+        for c in range(blk + 6, blk + 10):
+            AT[c % Tc, 64 * blk: 64 * blk + 64] = 1.0
+    band = core.averaging_band(AT, floor=1e-7)
+    assert band.tolist() == [[6, 4], [7, 4], [0, 4], [1, 4]]
+    assert core.averaging_band(AT.double(), floor=1e-7) is None  # float64: every entry counts
+    assert core.averaging_band(torch.ones(Tc, T2)) is None  # nothing to leave out
+    tail = torch.zeros(Tc, 100)  # a partial last block, all frames negligible there
+    tail[3, :64] = 1.0
+    b2 = core.averaging_band(tail, floor=1e-7)
+    assert b2.tolist() == [[3, 1], [0, 0]]
+
+
+@needs_kernels
+def test_fused_frequential_kernels_with_a_band_skip_only_zeros(kernels: native.Kernels) -> None:
+    """A band that leaves out only zero entries of AT gives the dense result (to
+    float rounding); one that leaves out nonzero entries does not."""
+    y2, M, A = _freq_case(torch.float32, 2, 5, 9, 500, 12, seed=8)
+    ops = core.freq_operands(M, A)
+    AT = ops.AT.clone()
+    nb = -(-500 // 64)
+    band = torch.tensor([[(3 * b) % 12, 5] for b in range(nb)], dtype=torch.int64)
+    for b in range(nb):  # zero AT outside each block's band
+        keep = {(int(band[b, 0]) + j) % 12 for j in range(5)}
+        for c in range(12):
+            if c not in keep:
+                AT[c, 64 * b: 64 * b + 64] = 0
+    g = torch.randn(2, 9, 12, generator=torch.Generator().manual_seed(9))
+    res = []
+    for bd in (None, band):
+        out, gy = torch.empty(2, 9, 12), torch.empty_like(y2)
+        kernels.freq_forward(y2, ops.Mr, ops.Mi, AT, out, 1, bd)
+        kernels.freq_backward(y2, ops.Mr, ops.Mi, AT, g, gy, 1, bd)
+        res.append((out, gy))
+    torch.testing.assert_close(res[0][0], res[1][0], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(res[0][1], res[1][1], rtol=1e-6, atol=1e-6)
+    out, dense = torch.empty(2, 9, 12), torch.empty(2, 9, 12)
+    kernels.freq_forward(y2, ops.Mr, ops.Mi, ops.AT, out, 1, band)  # the dense AT: entries left out
+    kernels.freq_forward(y2, ops.Mr, ops.Mi, ops.AT, dense, 1, None)
+    torch.testing.assert_close(out, res[0][0], rtol=1e-6, atol=1e-6)
+    assert float((out - dense).abs().max()) > 1e-3
+    with pytest.raises(ValueError, match="band must be"):
+        kernels.freq_forward(y2, ops.Mr, ops.Mi, AT, out, 1, band[:2])
+    with pytest.raises(ValueError, match="band entries"):
+        kernels.freq_forward(y2, ops.Mr, ops.Mi, AT, out, 1, band + 12)

@@ -231,7 +231,10 @@ DEFINE_KERNELS(double, f64, sqrt)
  * computed FTB time samples and four rows r at a time (register tiles), so that y
  * never leaves the cache; the backward recomputes it instead of keeping it.
  * Layouts: y2, gy2 complex (B, n, T2) contiguous; Mr, Mi real (R, n) contiguous;
- * AT real (Tc, T2) with row stride sAT; out, g real (B, R, Tc) contiguous.  The
+ * AT real (Tc, T2) with row stride sAT; out, g real (B, R, Tc) contiguous; band
+ * NULL, or int64 (T2 / FTB rounded up, 2): for each FTB-sample block the columns
+ * c = (start + j) % Tc, j < count, outside which its rows of AT are taken as zero
+ * (the time-averaging filter's negligible tails).  The
  * time axis is cut into nch chunks chosen by the caller; tasks are (b, chunk).  The
  * forward keeps one vector of float partial sums per (r, c) over a chunk (each lane
  * sums at most chunk / 16 terms), adds the lanes in double precision and the chunks
@@ -444,7 +447,7 @@ DEFINE_GROUP(float, f32)
 DEFINE_GROUP(double, f64)
 
 /* Version of this kernel interface (checked by native.py). */
-int scrapl_kernels_abi(void) { return 8; }
+int scrapl_kernels_abi(void) { return 9; }
 
 #else /* SCRAPL_FREQ_T: the frequential kernels of one precision (see above) */
 
@@ -507,46 +510,54 @@ static inline void FN(freq_rows)(const T *tr, const T *ti, int64_t n, const T *y
 }
 
 /* P[q * Tc + c] += u[q] * w[c] lane by lane, summed over the block's NT vectors, for
- * the tile's nq rows (u: (4, FTB); w: rows c with stride sw).  Register tiles of
+ * the tile's nq rows (u: (4, FTB); w: rows c with stride sw) and the columns
+ * c = (c0 + j) % Tc, j < nc (the block's band of the averaging).  Register tiles of
  * four rows by four columns. */
-static inline void FN(freq_average)(const T *u, const T *w, int64_t sw, int64_t Tc, int64_t nq, V *P) {
-    int64_t c = 0;
+static inline void FN(freq_average)(const T *u, const T *w, int64_t sw, int64_t Tc, int64_t c0, int64_t nc,
+                                    int64_t nq, V *P) {
+    int64_t j = 0;
     if (nq == 4) {
-        for (; c + 4 <= Tc; c += 4) {
+        for (; j + 4 <= nc; j += 4) {
+            int64_t ca = (c0 + j) % Tc, cb = (c0 + j + 1) % Tc, cc = (c0 + j + 2) % Tc, cd = (c0 + j + 3) % Tc;
+            const T *wa = w + ca * sw, *wb = w + cb * sw, *wc = w + cc * sw, *wd = w + cd * sw;
             V a00 = {0}, a01 = {0}, a02 = {0}, a03 = {0}, a10 = {0}, a11 = {0}, a12 = {0}, a13 = {0};
             V a20 = {0}, a21 = {0}, a22 = {0}, a23 = {0}, a30 = {0}, a31 = {0}, a32 = {0}, a33 = {0};
             for (int64_t t = 0; t < NT; ++t) {
                 const V u0 = FN(vload)(u + 0 * FTB + t * VL), u1 = FN(vload)(u + 1 * FTB + t * VL);
                 const V u2 = FN(vload)(u + 2 * FTB + t * VL), u3 = FN(vload)(u + 3 * FTB + t * VL);
-                const V w0 = FN(vload)(w + (c + 0) * sw + t * VL), w1 = FN(vload)(w + (c + 1) * sw + t * VL);
-                const V w2 = FN(vload)(w + (c + 2) * sw + t * VL), w3 = FN(vload)(w + (c + 3) * sw + t * VL);
+                const V w0 = FN(vload)(wa + t * VL), w1 = FN(vload)(wb + t * VL);
+                const V w2 = FN(vload)(wc + t * VL), w3 = FN(vload)(wd + t * VL);
                 a00 += u0 * w0; a01 += u0 * w1; a02 += u0 * w2; a03 += u0 * w3;
                 a10 += u1 * w0; a11 += u1 * w1; a12 += u1 * w2; a13 += u1 * w3;
                 a20 += u2 * w0; a21 += u2 * w1; a22 += u2 * w2; a23 += u2 * w3;
                 a30 += u3 * w0; a31 += u3 * w1; a32 += u3 * w2; a33 += u3 * w3;
             }
-            P[0 * Tc + c] += a00; P[0 * Tc + c + 1] += a01; P[0 * Tc + c + 2] += a02; P[0 * Tc + c + 3] += a03;
-            P[1 * Tc + c] += a10; P[1 * Tc + c + 1] += a11; P[1 * Tc + c + 2] += a12; P[1 * Tc + c + 3] += a13;
-            P[2 * Tc + c] += a20; P[2 * Tc + c + 1] += a21; P[2 * Tc + c + 2] += a22; P[2 * Tc + c + 3] += a23;
-            P[3 * Tc + c] += a30; P[3 * Tc + c + 1] += a31; P[3 * Tc + c + 2] += a32; P[3 * Tc + c + 3] += a33;
+            P[0 * Tc + ca] += a00; P[0 * Tc + cb] += a01; P[0 * Tc + cc] += a02; P[0 * Tc + cd] += a03;
+            P[1 * Tc + ca] += a10; P[1 * Tc + cb] += a11; P[1 * Tc + cc] += a12; P[1 * Tc + cd] += a13;
+            P[2 * Tc + ca] += a20; P[2 * Tc + cb] += a21; P[2 * Tc + cc] += a22; P[2 * Tc + cd] += a23;
+            P[3 * Tc + ca] += a30; P[3 * Tc + cb] += a31; P[3 * Tc + cc] += a32; P[3 * Tc + cd] += a33;
         }
     }
-    for (; c < Tc; ++c)
+    for (; j < nc; ++j) {
+        int64_t c = (c0 + j) % Tc;
         for (int64_t q = 0; q < nq; ++q) {
             V acc = {0};
             for (int64_t t = 0; t < NT; ++t) acc += FN(vload)(u + q * FTB + t * VL) * FN(vload)(w + c * sw + t * VL);
             P[q * Tc + c] += acc;
         }
+    }
 }
 
-/* gu[q, :] = sum_c g[q * Tc + c] w[c, :] over the block (gu: (4, FTB), zero for
- * rows q >= nq). */
-static inline void FN(freq_average_adjoint)(const T *g, int64_t nq, const T *w, int64_t sw, int64_t Tc, T *gu) {
+/* gu[q, :] = sum_c g[q * Tc + c] w[c, :] over the block and the columns c = (c0 + j)
+ * % Tc, j < nc (gu: (4, FTB), zero for rows q >= nq). */
+static inline void FN(freq_average_adjoint)(const T *g, int64_t nq, const T *w, int64_t sw, int64_t Tc, int64_t c0,
+                                            int64_t nc, T *gu) {
     const T *g0 = g, *g1 = g + (nq > 1 ? Tc : 0), *g2 = g + (nq > 2 ? 2 * Tc : 0), *g3 = g + (nq > 3 ? 3 * Tc : 0);
     const T k1 = nq > 1, k2 = nq > 2, k3 = nq > 3;
     for (int64_t t = 0; t < NT; ++t) {
         V a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-        for (int64_t c = 0; c < Tc; ++c) {
+        for (int64_t j = 0; j < nc; ++j) {
+            int64_t c = (c0 + j) % Tc;
             const V x = FN(vload)(w + c * sw + t * VL);
             a0 += g0[c] * x; a1 += g1[c] * x; a2 += g2[c] * x; a3 += g3[c] * x;
         }
@@ -571,7 +582,8 @@ static const T *FN(freq_avg_rows)(const T *AT, int64_t Tc, int64_t sAT, int64_t 
 }
 
 int FN(freq_forward)(const T *y2, int64_t B, int64_t n, int64_t T2, const T *Mr, const T *Mi, int64_t R,
-                     const T *AT, int64_t Tc, int64_t sAT, T *out, int64_t nch, int nthreads) {
+                     const T *AT, int64_t Tc, int64_t sAT, const int64_t *band, T *out, int64_t nch,
+                     int nthreads) {
     int64_t clen = (T2 + nch - 1) / nch, tiles = (R + 3) / 4;
     clen = (clen + FTB - 1) / FTB * FTB;
     /* per thread: yr, yi (n FTB each), zr, zi (4 FTB each), pad (Tc FTB), P (R Tc VL) */
@@ -603,7 +615,8 @@ int FN(freq_forward)(const T *y2, int64_t B, int64_t n, int64_t T2, const T *Mr,
                     _Pragma("omp simd")
                     for (int64_t j = 0; j < 4 * FTB; ++j)  /* u, in zr */
                         zr[j] = SCRAPL_FREQ_SQRT(zr[j] * zr[j] + zi[j] * zi[j]) + (T)1e-12;
-                    FN(freq_average)(zr, w, sw, Tc, nq, P + 4 * tl * Tc);
+                    FN(freq_average)(zr, w, sw, Tc, band ? band[2 * (s / FTB)] : 0, band ? band[2 * (s / FTB) + 1] : Tc,
+                                     nq, P + 4 * tl * Tc);
                 }
             }
             double *acc = part + task * R * Tc;
@@ -627,7 +640,8 @@ int FN(freq_forward)(const T *y2, int64_t B, int64_t n, int64_t T2, const T *Mr,
 }
 
 int FN(freq_backward)(const T *y2, int64_t B, int64_t n, int64_t T2, const T *Mr, const T *Mi, int64_t R,
-                      const T *AT, int64_t Tc, int64_t sAT, const T *g, T *gy2, int64_t nch, int nthreads) {
+                      const T *AT, int64_t Tc, int64_t sAT, const int64_t *band, const T *g, T *gy2, int64_t nch,
+                      int nthreads) {
     int64_t clen = (T2 + nch - 1) / nch, tiles = (R + 3) / 4;
     clen = (clen + FTB - 1) / FTB * FTB;
     /* per thread: yr, yi, gr, gi (n FTB each), zr, zi, gu (4 FTB each), pad (Tc FTB) */
@@ -654,7 +668,8 @@ int FN(freq_backward)(const T *y2, int64_t B, int64_t n, int64_t T2, const T *Mr
                 for (int64_t tl = 0; tl < tiles; ++tl) {
                     FN(freq_rows)(tr + 4 * tl * n, ti + 4 * tl * n, n, yr, yi, zr, zi);
                     int64_t nq = R - 4 * tl < 4 ? R - 4 * tl : 4;
-                    FN(freq_average_adjoint)(g + (b * R + 4 * tl) * Tc, nq, w, sw, Tc, gu);
+                    FN(freq_average_adjoint)(g + (b * R + 4 * tl) * Tc, nq, w, sw, Tc,
+                                             band ? band[2 * (s / FTB)] : 0, band ? band[2 * (s / FTB) + 1] : Tc, gu);
                     _Pragma("omp simd")
                     for (int64_t j = 0; j < 4 * FTB; ++j) {  /* g y / |y|, in zr, zi (0 for rows >= R) */
                         T sc = gu[j] / (SCRAPL_FREQ_SQRT(zr[j] * zr[j] + zi[j] * zi[j]) + (T)1e-12);

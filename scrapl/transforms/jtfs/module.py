@@ -414,6 +414,12 @@ class JTFS(ScatteringTransform):
         return torch.matmul(plan.P, S) + plan.bias
 
     def _path_plan(self, i: int, crop_time: bool) -> _PathPlan:
+        # cached for every later call: normal tensors even when built under
+        # torch.inference_mode() (an inference tensor would poison grad-mode calls)
+        with torch.inference_mode(False), torch.no_grad():
+            return self._build_path_plan(i, crop_time)
+
+    def _build_path_plan(self, i: int, crop_time: bool) -> _PathPlan:
         n2, nf = self._paths[i]
         sp = self._second[n2]
         groups = self._groups[: sp.n_groups]
@@ -427,7 +433,7 @@ class JTFS(ScatteringTransform):
         r0, r1 = sp.row_start[nf], sp.row_stop[nf]
         M = getattr(self, f"_s{n2}_M")[2 * r0: 2 * r1]
         A = getattr(self, f"_A{sp.j2}")[:, cols]
-        freq = core.freq_operands(M, A, self._averaging_t(sp.j2, crop_time))
+        freq = core.freq_operands(M, A, *self._averaging_t(sp.j2, crop_time))
         width = sp.T2 if not sp.folded else getattr(self, f"_s{n2}_coef0").shape[0]
         fold = getattr(self, f"_s{n2}_fold") if sp.folded else None
         P, bias = getattr(self, f"_p{i}_P"), getattr(self, f"_p{i}_bias")[:, cols]
@@ -438,14 +444,17 @@ class JTFS(ScatteringTransform):
         self._plans[(i, crop_time)] = plan
         return plan
 
-    def _averaging_t(self, j2: int, crop_time: bool) -> Tensor:
+    def _averaging_t(self, j2: int, crop_time: bool) -> tuple[Tensor, Tensor | None]:
         """``A.t()`` of the time averaging at ``j2`` (the crop's columns), contiguous,
-        shared by the paths of that ``j2`` (in the plan cache)."""
+        and its :func:`core.averaging_band`, shared by the paths of that ``j2`` (in the
+        plan cache)."""
         key = ("AT", j2, crop_time)
-        AT = self._plans.get(key)
-        if AT is None:
-            AT = self._plans[key] = getattr(self, f"_A{j2}")[:, self._cols(crop_time)].t().contiguous()
-        return AT
+        hit = self._plans.get(key)
+        if hit is None:
+            with torch.inference_mode(False), torch.no_grad():  # cached: never inference tensors
+                AT = getattr(self, f"_A{j2}")[:, self._cols(crop_time)].t().contiguous()
+                hit = self._plans[key] = (AT, core.averaging_band(AT))
+        return hit
 
     def _all_paths(self, u1_hats: list[list[Tensor]], crop_time: bool) -> Tensor:
         outs = []
@@ -454,7 +463,7 @@ class JTFS(ScatteringTransform):
             y2 = self._second_rows(u1_hats, sp)
             M, A = getattr(self, f"_s{n2}_M"), getattr(self, f"_A{sp.j2}")[:, cols]
             S = core.freq_scatter_modulus_average(y2, M, A, self.buffer_pool,
-                                                  core.freq_operands(M, A, self._averaging_t(sp.j2, crop_time)))
+                                                  core.freq_operands(M, A, *self._averaging_t(sp.j2, crop_time)))
             for nf, (r0, r1) in enumerate(zip(sp.row_start, sp.row_stop)):
                 outs.append(self._finish_path(S[:, r0:r1], self._path_index[(n2, nf)], cols))
         return torch.stack(outs, dim=1)

@@ -61,7 +61,7 @@ from torch import Tensor
 __all__ = ["Kernels", "NativeFFTError", "disabled", "get", "status"]
 
 _SOURCE = Path(__file__).with_name("_kernels.c")
-_ABI = 8
+_ABI = 9
 _BASE_FLAGS = ["-O3", "-fno-math-errno", "-ffp-contract=off", "-shared", "-fPIC"]
 #: Tried in order: a compiler without OpenMP (e.g. Apple clang) gets serial kernels,
 #: one that does not know ``-march=native`` generic ones.
@@ -78,8 +78,8 @@ _SIGNATURES = {
     "scale_cplx": [_P, _P, _P, _I, _I, _I, _I, _I, _C],
     "gather_segments": [_P, _I, _I, _I, _P, _I, _I, _I, _P, _P, _I, _C],
     "scatter_segments": [_P, _I, _I, _I, _P, _P, _I, _P, _I, _I, _I, _C, _C, _C],
-    "freq_forward": [_P, _I, _I, _I, _P, _P, _I, _P, _I, _I, _P, _I, _C],
-    "freq_backward": [_P, _I, _I, _I, _P, _P, _I, _P, _I, _I, _P, _P, _I, _C],
+    "freq_forward": [_P, _I, _I, _I, _P, _P, _I, _P, _I, _I, _P, _P, _I, _C],
+    "freq_backward": [_P, _I, _I, _I, _P, _P, _I, _P, _I, _I, _P, _P, _P, _I, _C],
     "group_forward": [_P, _I, _I, _P, _P, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _I, _P, _I, _I, _I, _P,
                       _P, _I, _I, _C],
     "group_backward": [_P, _I, _I, _I, _I, _P, _P, _I, _I, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _P,
@@ -541,6 +541,22 @@ class Kernels:
             raise RuntimeError(f"native first-order group failed with status {status}")
 
     @staticmethod
+    def _check_band(band: Tensor | None, T2: int, Tc: int) -> int | None:
+        """The pointer of a valid band table (see :meth:`freq_forward`), or ``None``."""
+        if band is None:
+            return None
+        nb = -(-T2 // 64)
+        if band.dtype != torch.int64 or not band.is_contiguous() or band.shape != (nb, 2) or band.device.type != "cpu":
+            raise ValueError(f"band must be a contiguous int64 CPU tensor ({nb}, 2), got {band.dtype} "
+                             f"{tuple(band.shape)}")
+        ok = getattr(band, "_scrapl_checked", None)
+        if ok != (band._version, Tc):
+            if bool(((band < 0) | (band[:, 0] >= Tc).unsqueeze(1) | (band[:, 1] > Tc).unsqueeze(1)).any()):
+                raise ValueError(f"band entries must be starts in [0, {Tc}) and counts in [0, {Tc}]")
+            band._scrapl_checked = (band._version, Tc)
+        return band.data_ptr()
+
+    @staticmethod
     def _check_freq(y2: Tensor, Mr: Tensor, Mi: Tensor, AT: Tensor) -> tuple[str, int, int, int, int, int]:
         """Validate the operands of :meth:`freq_forward` / :meth:`freq_backward`;
         returns the kernel suffix, ``B, n, T2, R, Tc``."""
@@ -560,7 +576,8 @@ class Kernels:
         if status != 0:
             raise MemoryError(f"native {name}: could not allocate its work buffers")
 
-    def freq_forward(self, y2: Tensor, Mr: Tensor, Mi: Tensor, AT: Tensor, out: Tensor, nch: int) -> Tensor:
+    def freq_forward(self, y2: Tensor, Mr: Tensor, Mi: Tensor, AT: Tensor, out: Tensor, nch: int,
+                     band: Tensor | None = None) -> Tensor:
         """``out[b, r, c] = sum_t (|sum_k Mc[r, k] y2[b, k, t]| + 1e-12) AT[c, t]`` with
         ``Mc = Mr + i Mi``: frequential scattering, modulus and time averaging of one
         path, fused (nothing of ``Mc y2`` is stored).
@@ -573,29 +590,34 @@ class Kernels:
             out: real ``(B, R, Tc)``, contiguous, overwritten.
             nch: time chunks (tasks per batch row); the result depends on it, not on the
                 number of threads.
+            band: ``None``, or int64 ``(ceil(T2 / 64), 2)``: for each 64-sample block
+                the columns ``c = (start + j) % Tc``, ``j < count``, outside which the
+                block's rows of ``AT`` count as zero (:func:`core.averaging_band`).
         """
         suf, B, n, T2, R, Tc = self._check_freq(y2, Mr, Mi, AT)
         if out.shape != (B, R, Tc) or not out.is_contiguous() or not self.accepts(out, AT):
             raise ValueError(f"out must be a contiguous ({B}, {R}, {Tc}) tensor, got {tuple(out.shape)}")
         self._status(self._fn["freq_forward", suf](y2.data_ptr(), B, n, T2, Mr.data_ptr(), Mi.data_ptr(), R,
-                                                   AT.data_ptr(), Tc, AT.stride(0), out.data_ptr(), int(nch),
-                                                   _threads(B * R * T2)), "freq_forward")
+                                                   AT.data_ptr(), Tc, AT.stride(0), self._check_band(band, T2, Tc),
+                                                   out.data_ptr(), int(nch), _threads(B * R * T2)), "freq_forward")
         return out
 
     def freq_backward(self, y2: Tensor, Mr: Tensor, Mi: Tensor, AT: Tensor, g: Tensor, gy2: Tensor,
-                      nch: int) -> Tensor:
+                      nch: int, band: Tensor | None = None) -> Tensor:
         """The adjoint of :meth:`freq_forward` with respect to ``y2``:
         ``gy2[b, k, t] = sum_r conj(Mc[r, k]) y / (|y| + 1e-12) * sum_c g[b, r, c]
         AT[c, t]`` with ``y = (Mc y2)[b, r, t]`` recomputed; ``g`` real ``(B, R, Tc)``
-        contiguous, ``gy2`` complex like ``y2`` (overwritten)."""
+        contiguous, ``gy2`` complex like ``y2`` (overwritten); ``band`` as in
+        :meth:`freq_forward`."""
         suf, B, n, T2, R, Tc = self._check_freq(y2, Mr, Mi, AT)
         if g.shape != (B, R, Tc) or not g.is_contiguous() or not self.accepts(g, AT):
             raise ValueError(f"g must be a contiguous ({B}, {R}, {Tc}) tensor, got {tuple(g.shape)}")
         if gy2.shape != y2.shape or not gy2.is_contiguous() or not self.accepts(gy2, y2):
             raise ValueError(f"gy2 must be a contiguous tensor like y2 {tuple(y2.shape)}, got {tuple(gy2.shape)}")
         self._status(self._fn["freq_backward", suf](y2.data_ptr(), B, n, T2, Mr.data_ptr(), Mi.data_ptr(), R,
-                                                    AT.data_ptr(), Tc, AT.stride(0), g.data_ptr(), gy2.data_ptr(),
-                                                    int(nch), _threads(B * R * T2)), "freq_backward")
+                                                    AT.data_ptr(), Tc, AT.stride(0), self._check_band(band, T2, Tc),
+                                                    g.data_ptr(), gy2.data_ptr(), int(nch), _threads(B * R * T2)),
+                     "freq_backward")
         return gy2
 
 
