@@ -59,11 +59,15 @@ is not counted.  ``step / floor`` is reported per path and in expectation
 (expected step over expected floor).
 
 **Profile** (median path of each cell): wall time inside each stage of the step --
-the autograd Functions of ``scrapl.transforms.jtfs.core`` (forward and backward,
-with the FFT time inside them), the input checks, padding and spectrum extension,
-the output projection -- measured with timers around those functions over
-``--repeat`` steps; the rest of the step (the loss's own code, autograd bookkeeping,
-Python) is the remainder.
+the stages of the one-path autograd node ``scrapl.transforms.jtfs.path.PathPair``
+(the native first-order group kernels, the frequential stage, the spectrum extension
+and padding, each forward and backward; the stage autograd Functions of
+``scrapl.transforms.jtfs.core`` when another route runs), the input checks, and
+the FFT time inside them (the planned FFTs called from Python, and those the group
+kernels run, timed in C) -- measured with timers around those functions over
+``--repeat`` steps; the rest of the step (the loss's own code, the node's glue:
+scaling, stacking, the output projection; autograd bookkeeping, Python) is the
+remainder.
 
 Run (``nice`` on a shared machine)::
 
@@ -265,22 +269,33 @@ class StageTimer:
     def __init__(self, jtfs: Any) -> None:
         self.jtfs = jtfs
         self.acc: dict[str, float] = {}
+        self.state = {"depth": 0, "outer": 0.0}
 
     def _wrap(self, name: str, fn: Callable) -> Callable:
-        acc = self.acc
+        """``fn`` timed into ``name``; a stage not named with a leading blank (an
+        "of which" detail) nested in another such stage is not added to the total
+        twice: the outermost ones' time goes to ``self.outer``."""
+        acc, top = self.acc, not name.startswith(" ")
+        state = self.state
 
         def timed(*args: Any, **kwargs: Any) -> Any:
             t = time.perf_counter()
+            state["depth"] += top
             try:
                 return fn(*args, **kwargs)
             finally:
-                acc[name] = acc.get(name, 0.0) + time.perf_counter() - t
+                dt = time.perf_counter() - t
+                acc[name] = acc.get(name, 0.0) + dt
+                state["depth"] -= top
+                if top and state["depth"] == 0:
+                    state["outer"] += dt
 
         return timed
 
     @contextlib.contextmanager
     def active(self) -> Iterator[None]:
-        from scrapl.transforms.jtfs import core
+        from scrapl.transforms import ops
+        from scrapl.transforms.jtfs import core, native, path
 
         saved: list[tuple[Any, str, Any, bool]] = []
 
@@ -293,6 +308,18 @@ class StageTimer:
             saved.append((owner, attr, orig, static))
             setattr(owner, attr, staticmethod(new) if static else new)
 
+        # the one-path node (scrapl.transforms.jtfs.path.PathPair) and its stages
+        patch(path.PathPair, "forward", "  one-path node, all stages fwd", static=True)
+        patch(path.PathPair, "backward", "  one-path node, all stages bwd", static=True)
+        patch(native.Kernels, "run_group_forward", "first order + 2nd-order windows (native groups) fwd")
+        patch(native.Kernels, "run_group_backward", "first order + 2nd-order windows (native groups) bwd")
+        patch(core, "freq_forward", "frequential + modulus + time average fwd")
+        patch(core, "freq_adjoint", "frequential + modulus + time average bwd")
+        patch(core, "extended_spectrum", "spectrum extension")
+        patch(core, "extended_spectrum_adjoint", "spectrum extension bwd")
+        patch(ops, "pad_reflect", "padding")
+        patch(path, "reflect_pad_adjoint", "padding bwd")
+        # the stage autograd Functions (other routes: forward(), no native kernels)
         for cls, label in ((core.RealSpectrum, "input spectrum (rfft)"),
                            (core.ScalogramSecondOrder, "first order + 2nd-order windows"),
                            (core.ScalogramGroups, "first order (unfused groups)"),
@@ -301,14 +328,17 @@ class StageTimer:
             patch(cls, "forward", f"{label} fwd", static=True)
             patch(cls, "backward", f"{label} bwd", static=True)
         for attr in ("_rfft", "_irfft", "_c2c"):
-            patch(core, attr, "  of which FFTs (all stages)")
-        patch(core, "reflect_pad", "padding")
-        patch(core, "extended_spectrum", "spectrum extension")
-        patch(self.jtfs, "_prepare", "input checks")
-        patch(self.jtfs, "_finish_path", "output projection")
+            patch(core, attr, "planned FFTs called from Python (input spectrum, 2nd-order ifft, adjoints)")
+        patch(self.jtfs, "_rows", "input checks")
+        k = native.get()
+        if k is not None:
+            k.fft_timing(True)
         try:
             yield
         finally:
+            if k is not None:
+                self.acc["  of which FFTs inside the native group kernels"] = k.fft_seconds()
+                k.fft_timing(False)
             for owner, attr, orig, static in reversed(saved):
                 if owner is self.jtfs:
                     delattr(owner, attr)
@@ -319,14 +349,14 @@ class StageTimer:
         """Mean seconds per step in each stage, and ``step`` and ``rest``."""
         step()
         self.acc.clear()
+        self.state.update(depth=0, outer=0.0)
         with self.active():
             t = time.perf_counter()
             for _ in range(repeat):
                 step()
             total = time.perf_counter() - t
         out = {k: v / repeat for k, v in sorted(self.acc.items())}
-        inside = sum(v for k, v in out.items() if not k.startswith("  "))
-        out["rest (loss code, autograd, Python, glue ops)"] = total / repeat - inside
+        out["rest (loss code, autograd, Python, glue ops)"] = (total - self.state["outer"]) / repeat
         out["step"] = total / repeat
         return out
 

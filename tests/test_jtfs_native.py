@@ -504,8 +504,8 @@ def test_a_compiler_without_openmp_gets_serial_kernels(monkeypatch: pytest.Monke
 @pytest.mark.parametrize("chunk_floats", [1 << 20, 1 << 13], ids=["one-chunk", "many-chunks"])
 def test_group_kernels_equal_the_python_chunk_loop(kernels: native.Kernels, monkeypatch: pytest.MonkeyPatch,
                                                    dtype: torch.dtype, chunk_floats: int) -> None:
-    """A first-order group's chunks in one native call (Kernels.group_forward /
-    group_backward) give the results of the Python loop over the same kernels, also
+    """A first-order group's chunks in one native call (Kernels.run_group_forward /
+    run_group_backward) give the results of the Python loop over the same kernels, also
     with several chunks of unequal width and the phasors of the first rows only."""
     monkeypatch.setattr(core, "SCALOGRAM_CHUNK_FLOATS", chunk_floats)
     m = JTFS(shape=2048, J=6, Q1=8, Q2=2, J_fr=2, Q_fr=1).to(dtype)
@@ -529,27 +529,55 @@ def test_group_kernels_equal_the_python_chunk_loop(kernels: native.Kernels, monk
 def test_group_kernel_argument_checks(kernels: native.Kernels) -> None:
     ext, _, idx, h2, _ = _windows(torch.float32, W=37, E=300)
     L = 128
-    Lh = L // 2 + 1
     rows = ext.shape[0]
-    work = {"Z": torch.empty(4 * rows * 4 * Lh), "P": torch.empty(2 * rows * 4 * L), "U": torch.empty(rows * 4 * L),
-            "S": torch.empty(2 * rows * 4 * Lh)}
-    out = torch.zeros(rows, 4, 64, dtype=torch.complex64)
     coef = torch.ones(64, 2)
     segs = native.segments(((0, 0, 30, False),))
-    kernels.group_forward(ext, idx, h2, L, [0, 2, 4], work, None, rows, out, 0, coef, segs)  # valid
+    spec = kernels.group_spec(idx, h2, coef, segs, L)
+    call = kernels.group_call(spec, rows, rows, [0, 2, 4])
+    work = tuple(torch.empty(n) for n in call.work)
+    out = torch.zeros(rows, 4, 64, dtype=torch.complex64)
+    phasor = torch.empty(call.phasor_size)
+    kernels.run_group_forward(call, ext, out, 0, work, phasor)  # valid
     with pytest.raises(ValueError, match="chunk bounds"):
-        kernels.group_forward(ext, idx, h2, L, [0, 3, 2, 4], work, None, rows, out, 0, coef, segs)
+        kernels.group_call(spec, rows, rows, [0, 3, 2, 4])
+    with pytest.raises(ValueError, match="n_ph"):
+        kernels.group_call(spec, rows, rows + 1, [0, 4])
     with pytest.raises(ValueError, match="scratch buffer"):
-        kernels.group_forward(ext, idx, h2, L, [0, 4], dict(work, P=torch.empty(10)), None, rows, out, 0, coef, segs)
-    with pytest.raises(ValueError, match="beyond the spectrum"):
-        kernels.group_forward(ext[:, :200].contiguous(), idx, h2, L, [0, 4], work, None, rows, out, 0, coef, segs)
-    with pytest.raises(ValueError, match="phasor buffers"):
-        kernels.group_forward(ext, idx, h2, L, [0, 2, 4], work, [torch.empty(2 * rows * 2 * L)], rows, out, 0, coef,
-                              segs)
+        kernels.run_group_forward(call, ext, out, 0, (work[0], torch.empty(10), *work[2:]), phasor)
+    with pytest.raises(ValueError, match="spectrum must be"):
+        kernels.run_group_forward(call, ext[:, :200].contiguous(), out, 0, work, phasor)
+    with pytest.raises(ValueError, match="phasor buffer"):
+        kernels.run_group_forward(call, ext, out, 0, work, phasor[:100])
     with pytest.raises(ValueError, match="rows 1..5"):
-        kernels.group_forward(ext, idx, h2, L, [0, 4], work, None, rows, out, 1, coef, segs)
+        kernels.run_group_forward(call, ext, out, 1, work, phasor)
+    with pytest.raises(ValueError, match="precision"):
+        kernels.run_group_forward(call, ext.to(torch.complex128), out, 0, work, phasor)
     with pytest.raises(ValueError, match="W \\+ 1 <= L / 2"):
-        kernels.group_forward(ext, idx, h2, 64, [0, 4], work, None, rows, out, 0, coef, segs)
+        kernels.group_spec(idx, h2, coef, segs, 64)
+    with pytest.raises(ValueError, match="segments reach"):
+        kernels.group_spec(idx, h2, coef[:20], segs, L)
+    with pytest.raises(ValueError, match="native.segments"):
+        kernels.group_spec(idx, h2, coef, torch.zeros(1, 4, dtype=torch.int64), L)
+
+
+@needs_kernels
+def test_native_forward_then_torch_backward(kernels: native.Kernels) -> None:
+    """A graph built with the native group kernels still differentiates when they
+    are switched off before its backward pass (chunk by chunk in Python)."""
+    m = JTFS(shape=2048, J=6, Q1=8, Q2=2, J_fr=2, Q_fr=1).double()
+    g = torch.Generator().manual_seed(13)
+    x, t = torch.randn(2, 2048, generator=g, dtype=torch.float64), torch.randn(2, 2048, generator=g, dtype=torch.float64)
+    grads = []
+    for off in (False, True):
+        xa = x.clone().requires_grad_(True)
+        s, _ = m.forward_path_pair(xa, t, 33)
+        if off:
+            with native.disabled():
+                s.square().sum().backward()
+        else:
+            s.square().sum().backward()
+        grads.append(xa.grad)
+    assert float((grads[0] - grads[1]).norm() / grads[0].norm()) < 1e-12
 
 
 def test_averaging_band_covers_the_significant_frames_cyclically() -> None:

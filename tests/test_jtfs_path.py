@@ -96,8 +96,10 @@ def test_backward_twice_and_the_saved_rows(jtfs64: JTFS) -> None:
     s, _ = jtfs64.forward_path_pair(x, t, 25)
     node = s.grad_fn.next_functions[0][0]  # PathPair's (s is a reshape of its output)
     assert type(node).__name__ == "PathPairBackward"
-    for saved in node.saved_tensors[3:]:  # the phasors: (2, 3 rows of x, filters, L)
-        assert saved.shape[1] == 3
+    geo = jtfs64._plans[(25, True)].geo
+    per_row = sum(2 * geo.tensors[3 * gi].shape[0] * L for gi, (_, L, _) in enumerate(geo.specs))
+    (phasor,) = node.saved_tensors[3:]  # the first-order phasors of x's 3 rows, not of the target's
+    assert phasor.numel() == 3 * per_row
     s.sum().backward(retain_graph=True)
     first = x.grad.clone()
     x.grad = None

@@ -365,6 +365,28 @@ void dfti_release(void *plan) {
  * Returns 0, or 2 when an FFT failed (the caller falls back to torch).
  * ------------------------------------------------------------------------------ */
 #define GROUP_NT(n) ((n) < par_min ? 1 : nthreads)
+
+/* Optional timing of the planned FFTs run inside the group kernels (for the
+ * benchmarks' profiles: benchmarks/bench_matrix.py); off unless switched on. */
+#include <time.h>
+static int timing_on = 0;
+static double timing_fft = 0.0;
+static inline double wall_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+/* Switch the timing on (1) or off (0); either way the sum restarts at zero. */
+void scrapl_timing(int on) { timing_on = on; timing_fft = 0.0; }
+/* Seconds spent in the FFTs of the group kernels since scrapl_timing(1). */
+double scrapl_timing_fft(void) { return timing_fft; }
+static inline mkl_long timed_run(void *plan, int forward, void *in, void *out) {
+    if (!timing_on) return dfti_run(plan, forward, in, out);
+    double t0 = wall_now();
+    mkl_long st = dfti_run(plan, forward, in, out);
+    timing_fft += wall_now() - t0;
+    return st;
+}
 #define DEFINE_GROUP(T, SUF)                                                             \
 /* Forward: Z = window planes, P = irfft(Z) (2, rows, fc, L), U = |P|, S = rfft(U),    \
  * out[:, row0 + f0 + f] = second-order window of S.  With phasor[c] (not NULL), the  \
@@ -383,7 +405,7 @@ int group_forward_##SUF(const T *ext, int64_t rows, int64_t E, const int64_t *id
         int64_t f0 = bounds[c], fc = bounds[c + 1] - f0, n = rows * fc;                  \
         fill_planes_##SUF(ext, E, idx + f0 * W, h2 + f0 * W, W, Z, rows, fc, Lh,          \
                           GROUP_NT(4 * n * Lh));                                         \
-        if (dfti_run(plans_inv[c], 0, Z, P)) return 2;                                   \
+        if (timed_run(plans_inv[c], 0, Z, P)) return 2;                                   \
         T *re = P, *im = P + n * L;                                                      \
         int64_t ng = phasor ? n_grad * fc : 0;                                           \
         if (ng) {                                                                       \
@@ -394,7 +416,7 @@ int group_forward_##SUF(const T *ext, int64_t rows, int64_t E, const int64_t *id
         if (n > ng)                                                                     \
             modulus_##SUF(re + ng * L, im + ng * L, U + ng * L, re, im, n - ng, L, L, L, \
                           L, L, L, 0, GROUP_NT((n - ng) * L));                           \
-        if (dfti_run(plans_fwd[c], 1, U, S)) return 2;                                   \
+        if (timed_run(plans_fwd[c], 1, U, S)) return 2;                                   \
         gather_segments_##SUF(S, rows, fc, Lh, out, n_out, width, row0 + f0, coef, segs, \
                               nseg, GROUP_NT(n * Lh));                                   \
     }                                                                                   \
@@ -424,7 +446,7 @@ int group_backward_##SUF(const T *g, int64_t B, int64_t n_g, int64_t width, int6
         }                                                                               \
         scatter_segments_##SUF(g, n_g, width, row0 + f0, coef, segs, nseg, G, B, fc, Lh, \
                                1, L % 2 == 0, GROUP_NT(n * Lh));                         \
-        if (dfti_run(plans_inv[c], 0, G, GU)) return 2;                                  \
+        if (timed_run(plans_inv[c], 0, G, GU)) return 2;                                  \
         const T *ph = phasor[c];                                                         \
         int64_t m = n * L;                                                               \
         _Pragma("omp parallel for num_threads(GROUP_NT(2 * m)) schedule(static)")       \
@@ -436,7 +458,7 @@ int group_backward_##SUF(const T *g, int64_t B, int64_t n_g, int64_t width, int6
                 GP[m + i] = ph[m + i] * GU[i];                                           \
             }                                                                           \
         }                                                                               \
-        if (dfti_run(plans_fwd[c], 1, GP, GZ)) return 2;                                 \
+        if (timed_run(plans_fwd[c], 1, GP, GZ)) return 2;                                 \
         combine_add_##SUF(GZ, B, fc, Lh, idx + f0 * W, h2 + f0 * W, W, gext, E,          \
                           GROUP_NT(2 * n * Lh));                                         \
     }                                                                                   \
@@ -447,7 +469,7 @@ DEFINE_GROUP(float, f32)
 DEFINE_GROUP(double, f64)
 
 /* Version of this kernel interface (checked by native.py). */
-int scrapl_kernels_abi(void) { return 9; }
+int scrapl_kernels_abi(void) { return 10; }
 
 #else /* SCRAPL_FREQ_T: the frequential kernels of one precision (see above) */
 

@@ -622,8 +622,8 @@ def _scatter_window(gu_r: Tensor, g_r: Tensor, coef: Tensor, segs: tuple) -> Non
 
 
 def _native_group(k: native.Kernels | None, *tensors: Tensor) -> bool:
-    """Whether a first-order group runs as one native call (``k``: the kernels with
-    planned FFTs, or ``None``; the group's tensors must be contiguous)."""
+    """Whether the first-order groups run as native calls (``k``: the kernels with
+    planned FFTs, or ``None``; the groups' tensors must be contiguous)."""
     return k is not None and all(t.is_contiguous() for t in tensors)
 
 
@@ -631,40 +631,79 @@ def _bounds(chunks: list[tuple[int, int]]) -> list[int]:
     return [chunks[0][0]] + [f1 for _, f1 in chunks]
 
 
-def _group_forward_native(k: native.Kernels, ext: Tensor, idx: Tensor, h2: Tensor, L: int, save: bool,
-                          n_grad: int | None, scratch: _Scratch, out: Tensor, row0: int, coef: Tensor,
-                          segs: tuple) -> tuple[list[Tensor], list[tuple[int, int]]]:
-    """:func:`_group_forward` with the second-order window gather, every chunk in one
-    native call (``Kernels.group_forward``); same results and saved phasors."""
-    rows, nf = ext.shape[0], idx.shape[0]
-    n_grad = rows if n_grad is None else n_grad
-    Lh = L // 2 + 1
-    chunks = _filter_chunks(rows, nf, L, ext.device)
-    fc = max(f1 - f0 for f0, f1 in chunks)
-    work = {"Z": scratch.take("Z", 4 * rows * fc * Lh), "P": scratch.take("p", 2 * rows * fc * L),
-            "U": scratch.take("u", rows * fc * L), "S": scratch.take("spec", 2 * rows * fc * Lh)}
-    phasors: list[Tensor] = []
-    if save:
-        flat = scratch.new((2 * n_grad * nf * L,), ext.real)
-        for f0, f1 in chunks:
-            n = 2 * n_grad * (f1 - f0) * L
-            phasors.append(flat[2 * n_grad * f0 * L: 2 * n_grad * f0 * L + n].view(2, n_grad, f1 - f0, L))
-    k.group_forward(ext, idx, h2, L, _bounds(chunks), work, phasors if save else None, n_grad, out, row0, coef,
-                    native.segments(segs))
-    return phasors, chunks
+class _NativePlan(NamedTuple):
+    """How :func:`scalogram_second_order` runs its groups natively on a batch (built
+    once per path, batch size and gradient rows when the caller passes a cache):
+    ``entries`` one per group and row block ``(group, r0, b0, b1, e, forward call,
+    backward call or None, phasor offset, chunks)`` (output rows from ``r0``, signals
+    ``b0 .. b1`` of which ``b0 .. e`` need a gradient), the phasor values in all and
+    the scratch each buffer needs."""
+
+    entries: tuple
+    phasor_size: int
+    work: tuple[int, int, int, int]
+    work_bwd: tuple[int, int, int, int]
 
 
-def _group_backward_native(k: native.Kernels, g: Tensor, gext: Tensor, phasors: list[Tensor], idx: Tensor,
-                           h2: Tensor, L: int, chunks: list[tuple[int, int]], row0: int, coef: Tensor, segs: tuple,
-                           scratch: _Scratch) -> None:
-    """The backward of :func:`_group_forward_native` (``Kernels.group_backward``),
-    accumulated into ``gext``."""
-    B = gext.shape[0]
-    Lh = L // 2 + 1
-    fc = max(f1 - f0 for f0, f1 in chunks)
-    work = {"G": scratch.take("G", 2 * B * fc * Lh), "GU": scratch.take("gu", B * fc * L),
-            "GP": scratch.take("p", 2 * B * fc * L), "GZ": scratch.take("gZ", 4 * B * fc * Lh)}
-    k.group_backward(g, row0, coef, native.segments(segs), L, _bounds(chunks), work, phasors, idx, h2, gext)
+def _native_plan(k: native.Kernels, specs: tuple, tensors: tuple, rows: int, n_grad: int, save: bool,
+                 device: torch.device, cache: dict | None) -> _NativePlan:
+    key = ("native", rows, n_grad, save)
+    plan = None if cache is None else cache.get(key)
+    if plan is not None:
+        return plan
+    entries, size, work, work_bwd, r0 = [], 0, [0, 0, 0, 0], [0, 0, 0, 0], 0
+    for gi, (_, L, segs) in enumerate(specs):
+        idx, h2, coef = tensors[3 * gi: 3 * gi + 3]
+        spec = k.group_spec(idx, h2, coef, native.segments(segs), L)
+        for b0, b1 in _row_blocks(rows, n_grad, L, device):
+            e = max(b0, min(b1, n_grad)) if save else b0
+            chunks = _filter_chunks(b1 - b0, spec.nf, L, device)
+            fwd = k.group_call(spec, b1 - b0, e - b0, _bounds(chunks))
+            bwd = k.group_call(spec, e - b0, e - b0, _bounds(chunks), backward=True) if e > b0 else None
+            entries.append((gi, r0, b0, b1, e, fwd, bwd, size, chunks))
+            size += fwd.phasor_size
+            work = [max(a, b) for a, b in zip(work, fwd.work)]
+            if bwd is not None:
+                work_bwd = [max(a, b) for a, b in zip(work_bwd, bwd.work)]
+        r0 += spec.nf
+    plan = _NativePlan(tuple(entries), size, tuple(work), tuple(work_bwd))
+    if cache is not None:
+        cache[key] = plan
+    return plan
+
+
+def _native_forward(k: native.Kernels, plan: _NativePlan, ext: Tensor, out: Tensor,
+                    scratch: _Scratch) -> Tensor | None:
+    """Run ``plan``'s group calls; returns the phasor buffer (``None``: none kept)."""
+    rows = ext.shape[0]
+    work = tuple(scratch.take(name, n) for name, n in zip(("Z", "p", "u", "spec"), plan.work))
+    phasor = scratch.new((plan.phasor_size,), ext.real) if plan.phasor_size else None
+    for _, r0, b0, b1, _, fwd, _, off, _ in plan.entries:
+        whole = b0 == 0 and b1 == rows
+        ph = phasor[off: off + fwd.phasor_size] if fwd.n_ph else None
+        k.run_group_forward(fwd, ext if whole else ext[b0:b1], out if whole else out[b0:b1], r0, work, ph)
+    return phasor
+
+
+def _native_backward(k: native.Kernels | None, plan: _NativePlan, phasor: Tensor, g: Tensor, gext: Tensor,
+                     specs: tuple, tensors: tuple, scratch: _Scratch) -> None:
+    """The adjoint of :func:`_native_forward` for ``g``'s rows, into ``gext``
+    (chunk by chunk in Python when the native kernels are off by now)."""
+    B = g.shape[0]
+    work = None if k is None else tuple(scratch.take(n, m) for n, m in zip(("G", "gu", "p", "gZ"), plan.work_bwd))
+    for gi, r0, b0, _, e, fwd, bwd, off, chunks in plan.entries:
+        if bwd is None or b0 >= B:
+            continue
+        whole = b0 == 0 and e == B
+        gb, geb = (g, gext) if whole else (g[b0:e], gext[b0:e])
+        ph = phasor[off: off + fwd.phasor_size]
+        if k is not None:
+            k.run_group_backward(bwd, gb, r0, work, ph, geb)
+            continue
+        spec, L, n = fwd.spec, fwd.spec.L, e - b0
+        views = [ph[o: o + 2 * n * (f1 - f0) * L].view(2, n, f1 - f0, L) for o, (f0, f1) in zip(fwd.offsets, chunks)]
+        _group_backward_python(gb, geb, views, specs[gi][0], spec.idx, spec.h2, spec.coef, L, specs[gi][2], chunks,
+                               r0, scratch)
 
 
 def _row_blocks(rows: int, n_grad: int, L: int, device: torch.device) -> list[tuple[int, int]]:
@@ -680,33 +719,29 @@ def _row_blocks(rows: int, n_grad: int, L: int, device: torch.device) -> list[tu
 
 
 def scalogram_second_order(ext: Tensor, specs: tuple, width: int, pool: BufferPool | None, tensors: tuple,
-                           save: bool, n_grad: int | None = None) -> tuple[Tensor, list[Tensor], list]:
+                           save: bool, n_grad: int | None = None,
+                           cache: dict | None = None) -> tuple[Tensor, list[Tensor], list]:
     """Forward of :class:`ScalogramSecondOrder` (no autograd): the output, and with
     ``save`` what :func:`scalogram_second_order_adjoint` needs: the phasors of the
     first ``n_grad`` rows (``None``: all) and the layout of the groups' row blocks
-    and chunks."""
+    and chunks.  ``cache``: a dict kept with the path (the native group calls are
+    prepared and validated once per batch size there)."""
     rows = ext.shape[0]
     n_grad = rows if n_grad is None else n_grad
     n_rows = sum(tensors[3 * gi].shape[0] for gi in range(len(specs)))
     out = buffers.zeros(pool, (rows, n_rows, width), ext)
-    out_r = torch.view_as_real(out)
     scratch = _Scratch(ext.real, pool)
-    saved: list[Tensor] = []
-    layout = []  # (group, first output row, rows b0..b1 with a gradient, first saved phasor, chunks)
-    r0 = 0
     k = _native_fft(ext, out)
+    if _native_group(k, ext, *tensors):
+        plan = _native_plan(k, specs, tensors, rows, n_grad, save, ext.device, cache)
+        phasor = _native_forward(k, plan, ext, out, scratch)
+        return out, ([] if phasor is None else [phasor]), [("native", plan)]
+    out_r = torch.view_as_real(out)
+    saved: list[Tensor] = []
+    layout = []  # ("python", group, first output row, rows 0..n_grad, first saved phasor, chunks)
+    r0 = 0
     for gi, (starts, L, segs) in enumerate(specs):
         idx, h2, coef = tensors[3 * gi: 3 * gi + 3]
-        if _native_group(k, idx, h2, coef):
-            for b0, b1 in _row_blocks(rows, n_grad, L, ext.device):
-                keep = save and b0 < n_grad  # the block's first min(b1, n_grad) - b0 rows need a gradient
-                sv, chunks = _group_forward_native(k, ext[b0:b1], idx, h2, L, keep, max(0, min(b1, n_grad) - b0),
-                                                   scratch, out[b0:b1], r0, coef, segs)
-                if keep:
-                    layout.append((gi, r0, b0, min(b1, n_grad), len(saved), chunks))
-                    saved += sv
-            r0 += idx.shape[0]
-            continue
 
         def gather(f0: int, f1: int, spec: Tensor, r0: int = r0, coef: Tensor = coef, segs: tuple = segs) -> None:
             k = _native(spec, out, coef)
@@ -716,7 +751,7 @@ def scalogram_second_order(ext: Tensor, specs: tuple, width: int, pool: BufferPo
                 _gather_window(out_r[:, r0 + f0: r0 + f1], spec, coef, segs)
 
         sv, chunks = _group_forward(ext, starts, idx, h2, L, save, scratch, gather, n_grad=n_grad)
-        layout.append((gi, r0, 0, n_grad, len(saved), chunks))
+        layout.append(("python", gi, r0, 0, n_grad, len(saved), chunks))
         saved += sv
         r0 += idx.shape[0]
     return out, saved, layout
@@ -731,16 +766,16 @@ def scalogram_second_order_adjoint(g: Tensor, ext_len: int, specs: tuple, layout
     B = g.shape[0]
     gext = buffers.zeros(pool, (B, ext_len), g)
     scratch = _Scratch(torch.view_as_real(g), pool)
-    k = _native_fft(g, gext)
-    for gi, r0, b0, b1, s0, chunks in layout:
+    if layout and layout[0][0] == "native":
+        k = _native_fft(g, gext)
+        _native_backward(k if _native_group(k, *tensors) else None, layout[0][1], saved[0], g, gext, specs, tensors,
+                         scratch)
+        return gext
+    for _, gi, r0, b0, b1, s0, chunks in layout:
         starts, L, segs = specs[gi]
         idx, h2, coef = tensors[3 * gi: 3 * gi + 3]
-        ph = saved[s0: s0 + len(chunks)]
-        gb, geb = g[b0:b1], gext[b0:b1]
-        if _native_group(k, idx, h2, coef, *ph):
-            _group_backward_native(k, gb, geb, ph, idx, h2, L, chunks, r0, coef, segs, scratch)
-            continue
-        _group_backward_python(gb, geb, ph, starts, idx, h2, coef, L, segs, chunks, r0, scratch)
+        _group_backward_python(g[b0:b1], gext[b0:b1], saved[s0: s0 + len(chunks)], starts, idx, h2, coef, L, segs,
+                               chunks, r0, scratch)
     return gext
 
 

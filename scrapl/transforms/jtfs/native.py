@@ -53,15 +53,17 @@ import sys
 import tempfile
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 
-__all__ = ["Kernels", "NativeFFTError", "disabled", "get", "status"]
+__all__ = ["GroupCall", "GroupSpec", "Kernels", "NativeFFTError", "disabled", "get", "status"]
 
 _SOURCE = Path(__file__).with_name("_kernels.c")
-_ABI = 9
+_ABI = 10
 _BASE_FLAGS = ["-O3", "-fno-math-errno", "-ffp-contract=off", "-shared", "-fPIC"]
 #: Tried in order: a compiler without OpenMP (e.g. Apple clang) gets serial kernels,
 #: one that does not know ``-march=native`` generic ones.
@@ -136,6 +138,47 @@ def _threads(elements: int) -> int:
     return 1 if elements < PARALLEL_MIN_ELEMENTS else torch.get_num_threads()
 
 
+@dataclass(frozen=True)
+class GroupSpec:
+    """A first-order group's constant operands, validated once
+    (:meth:`Kernels.group_spec`): the window indices ``idx`` ``(nf, W)`` and values
+    ``h2``, the second-order window coefficients ``coef`` and runs ``segs`` (kept
+    alive here), their inverse-FFT length ``L``, the spectrum bins the windows read
+    (``span``), the output columns the runs write (``width``) and the spectrum bins
+    they read (``lo``, ``hi``)."""
+
+    suf: str
+    L: int
+    nf: int
+    W: int
+    span: int
+    width: int
+    lo: int
+    hi: int
+    idx: Tensor
+    h2: Tensor
+    coef: Tensor
+    segs: Tensor
+
+
+@dataclass(frozen=True)
+class GroupCall:
+    """A :class:`GroupSpec` run on ``rows`` signals in the chunks ``bounds``
+    (validated, :meth:`Kernels.group_call`), keeping the phasor of the first ``n_ph``
+    rows: ``phasor_size`` values in all, chunk ``c`` at ``offsets[c]``.  Scratch
+    needs (real values) per buffer: :attr:`work`."""
+
+    spec: GroupSpec
+    rows: int
+    n_ph: int
+    bounds: tuple[int, ...]
+    fcmax: int
+    offsets: tuple[int, ...]
+    phasor_size: int
+    work: tuple[int, int, int, int]
+    bounds_c: Any
+
+
 class Kernels:
     """The loaded kernel library: typed wrappers that check what they are given
     (contiguity, dtype, device) and raise ``ValueError`` otherwise; callers use
@@ -168,6 +211,12 @@ class Kernels:
         self._release = lib.dfti_release
         self._release.argtypes = [_P]
         self._release.restype = None
+        self._timing = lib.scrapl_timing
+        self._timing.argtypes = [_C]
+        self._timing.restype = None
+        self._timing_fft = lib.scrapl_timing_fft
+        self._timing_fft.argtypes = []
+        self._timing_fft.restype = ctypes.c_double
         dfti = _find_dfti()
         self._plans: dict[tuple, int] = {}
         self._plans_lock = threading.Lock()
@@ -200,6 +249,16 @@ class Kernels:
             self.fft_reason = f"self-test failed: {exc}"
         finally:
             self.release_plans()
+
+    def fft_timing(self, on: bool) -> None:
+        """Switch on (or off) the timing of the FFTs that the group kernels run
+        (:meth:`run_group_forward`, :meth:`run_group_backward`); the sum restarts at zero.
+        For profiles (``benchmarks/bench_matrix.py``)."""
+        self._timing(int(on))
+
+    def fft_seconds(self) -> float:
+        """Seconds spent in the group kernels' FFTs since :meth:`fft_timing` (on)."""
+        return float(self._timing_fft())
 
     def release_plans(self) -> None:
         """Free every cached FFT plan (they are rebuilt on demand)."""
@@ -439,97 +498,110 @@ class Kernels:
             fwd[c] = self._get_plan(dbl, 0, L, fwd_rows * fc, 1.0)
         return inv, fwd
 
-    @staticmethod
-    def _check_group(ext_or_gext: Tensor, idx: Tensor, h2: Tensor, L: int, bounds: list[int], rows: int,
-                     scratch: list[tuple[Tensor, int]], phasors: list[Tensor] | None, n_ph: int) -> tuple[str, int]:
-        """Checks shared by :meth:`group_forward` and :meth:`group_backward`; returns
-        the kernel suffix and the widest chunk."""
-        suf = Kernels._check(ext_or_gext, h2, *(t for t, _ in scratch))
+    def group_spec(self, idx: Tensor, h2: Tensor, coef: Tensor, segs: Tensor, L: int) -> GroupSpec:
+        """Validate a group's constant operands once (see :meth:`run_group_forward`):
+        window indices ``idx`` int64 ``(nf, W)`` (row ``f`` starts at ``idx[f, 0]``),
+        window values ``h2`` ``(nf, W)``, second-order window coefficients ``coef``
+        ``(W2, 2)`` and runs ``segs`` (from :func:`segments`), inverse-FFT length
+        ``L`` (even, ``W + 1 <= L / 2``)."""
+        suf = self._check(h2, coef)
         nf, W = idx.shape
         if idx.dtype != torch.int64 or not idx.is_contiguous() or h2.numel() != nf * W or L % 2 or W + 1 > L // 2:
             raise ValueError(f"idx must be contiguous int64 (nf, W) with W + 1 <= L / 2, h2 (nf, W), L even; got "
                              f"{tuple(idx.shape)}, {tuple(h2.shape)}, L={L}")
-        if _window_span(idx) > ext_or_gext.shape[1]:
-            raise ValueError(f"windows reach beyond the spectrum ({ext_or_gext.shape[1]} bins)")
+        ends = getattr(segs, "_scrapl_ends", None)
+        if ends is None or segs.dtype != torch.int64 or not segs.is_contiguous():
+            raise ValueError("segs must come from native.segments()")
+        if ends[0] > L // 2 + 1 or ends[1] > coef.shape[0] or coef.shape[-1] != 2:
+            raise ValueError(f"segments reach bin {ends[0]} / column {ends[1]}, beyond the spectrum ({L // 2 + 1}) or "
+                             f"the coefficients ({tuple(coef.shape)})")
+        lo, hi = segs._scrapl_src  # type: ignore[attr-defined]
+        return GroupSpec(suf, L, nf, W, _window_span(idx), ends[1], lo, hi, idx, h2, coef, segs)
+
+    def group_call(self, spec: GroupSpec, rows: int, n_ph: int, bounds: list[int] | tuple[int, ...],
+                   backward: bool = False) -> GroupCall:
+        """Validate the chunks ``bounds`` of ``spec`` on ``rows`` signals, keeping the
+        phasor of the first ``n_ph`` (see :meth:`run_group_forward`;
+        ``backward``: the scratch needs of :meth:`run_group_backward`)."""
+        nf, L = spec.nf, spec.L
+        bounds = tuple(int(b) for b in bounds)
         if len(bounds) < 2 or bounds[0] != 0 or bounds[-1] != nf or any(b <= a for a, b in zip(bounds, bounds[1:])):
             raise ValueError(f"chunk bounds must rise from 0 to {nf}, got {bounds}")
+        if not 0 <= n_ph <= rows or rows < 1:
+            raise ValueError(f"n_ph must be in [0, rows={rows}], got {n_ph}")
         fcmax = max(b - a for a, b in zip(bounds, bounds[1:]))
-        for t, per_row in scratch:
-            if t.numel() < per_row * rows * fcmax:
-                raise ValueError(f"a scratch buffer of {t.numel()} values is smaller than a chunk needs "
-                                 f"({per_row * rows * fcmax})")
-        if phasors is not None:
-            if len(phasors) != len(bounds) - 1:
-                raise ValueError(f"{len(phasors)} phasor buffers for {len(bounds) - 1} chunks")
-            for ph, a, b in zip(phasors, bounds, bounds[1:]):
-                Kernels._check(ph, h2)
-                if ph.numel() != 2 * n_ph * (b - a) * L:
-                    raise ValueError(f"phasor buffer of {ph.numel()} values for {2 * n_ph * (b - a) * L}")
-        return suf, fcmax
+        Lh = L // 2 + 1
+        per_row = (2 * Lh, L, 2 * L, 4 * Lh) if backward else (4 * Lh, 2 * L, L, 2 * Lh)
+        offsets = tuple(2 * n_ph * a * L for a in bounds[:-1])
+        return GroupCall(spec, rows, n_ph, bounds, fcmax, offsets, 2 * n_ph * nf * L,
+                         tuple(p * rows * fcmax for p in per_row), (ctypes.c_int64 * len(bounds))(*bounds))
 
-    def group_forward(self, ext: Tensor, idx: Tensor, h2: Tensor, L: int, bounds: list[int], scratch: dict,
-                      phasors: list[Tensor] | None, n_grad: int, out: Tensor, row0: int, coef: Tensor,
-                      segs: Tensor) -> None:
-        """One first-order group, all its chunks (``core._group_forward`` with the
-        second-order window gather of :meth:`gather_segments` as the consumer).
+    def _check_call(self, call: GroupCall, data: Tensor, rows_t: Tensor, row0: int, work: tuple[Tensor, ...],
+                    phasor: Tensor | None) -> None:
+        """Per-call checks of :meth:`run_group_forward` / :meth:`run_group_backward`."""
+        spec = call.spec
+        for t in (data, rows_t, *work, *(() if phasor is None else (phasor,))):
+            if _SUFFIX.get(t.dtype) != spec.suf or t.device.type != "cpu" or not t.is_contiguous():
+                raise ValueError(f"operands must be contiguous CPU tensors of the group's precision ({spec.suf}), got "
+                                 f"{t.dtype}@{t.device} {tuple(t.shape)}")
+        if data.dim() != 2 or data.shape[0] != call.rows or data.shape[1] < spec.span:
+            raise ValueError(f"the spectrum must be ({call.rows}, >= {spec.span}), got {tuple(data.shape)}")
+        if (rows_t.dim() != 3 or rows_t.shape[0] != call.rows or row0 < 0 or row0 + spec.nf > rows_t.shape[1]
+                or rows_t.shape[2] < spec.width):
+            raise ValueError(f"rows {row0}..{row0 + spec.nf} (>= {spec.width} columns) of {tuple(rows_t.shape)} for "
+                             f"{call.rows} signals")
+        for t, need in zip(work, call.work):
+            if t.numel() < need:
+                raise ValueError(f"a scratch buffer of {t.numel()} values is smaller than a chunk needs ({need})")
+        if phasor is not None and phasor.numel() < call.phasor_size:
+            raise ValueError(f"phasor buffer of {phasor.numel()} values for {call.phasor_size}")
+
+    def _phasors(self, call: GroupCall, phasor: Tensor) -> Any:
+        base, size = phasor.data_ptr(), phasor.element_size()
+        return (ctypes.c_void_p * len(call.offsets))(*(base + o * size for o in call.offsets))
+
+    def run_group_forward(self, call: GroupCall, ext: Tensor, out: Tensor, row0: int, work: tuple[Tensor, ...],
+                          phasor: Tensor | None) -> None:
+        """One first-order group, all its chunks in one native call: for each chunk
+        of filters, the window fill of :meth:`fill_planes`, the inverse real FFTs of
+        the planes (length ``L``), the modulus (and the phasor of the first
+        ``call.n_ph`` rows), the real FFT of the scalogram rows and the second-order
+        window gather of :meth:`gather_segments` into rows ``row0 + f`` of ``out``.
 
         Args:
-            ext: extended input spectrum, complex ``(rows, E)``.
-            idx, h2: the group's windows (see :meth:`fill_planes`), ``nf`` filters.
-            L: inverse-FFT length; bounds: chunk boundaries ``0 = b_0 < ... = nf``.
-            scratch: ``{"Z", "P", "U", "S"}`` contiguous buffers of at least ``4 rows
-                fc Lh``, ``2 rows fc L``, ``rows fc L``, ``2 rows fc Lh`` real values
-                for the widest chunk ``fc`` (``Lh = L // 2 + 1``).
-            phasors: ``None``, or one contiguous buffer per chunk of ``2 n_grad fc L``
-                values, written with the phasor of the chunk's first ``n_grad`` rows.
-            out, row0, coef, segs: as in :meth:`gather_segments` (rows ``row0 + f``).
+            call: the prepared group and chunks (:meth:`group_call`).
+            ext: extended input spectrum, complex ``(call.rows, E)``.
+            out: complex ``(call.rows, n_out, width)``.
+            work: the ``(Z, P, U, S)`` scratch buffers, at least ``call.work`` values.
+            phasor: ``None``, or ``call.phasor_size`` values (chunk ``c``'s
+                ``(2, n_ph, fc, L)`` at ``call.offsets[c]``).
         """
-        rows, E = ext.shape
-        Lh = L // 2 + 1
-        Z, P, U, S = (scratch[k] for k in "ZPUS")
-        suf, _ = self._check_group(ext, idx, h2, L, bounds, rows, [(Z, 4 * Lh), (P, 2 * L), (U, L), (S, 2 * Lh)],
-                                   phasors, n_grad)
-        self._check(out, coef)
-        if not 0 <= n_grad <= rows or out.shape[0] != rows or row0 < 0 or row0 + idx.shape[0] > out.shape[1]:
-            raise ValueError(f"rows {row0}..{row0 + idx.shape[0]} of {tuple(out.shape)} for {rows} signals "
-                             f"(n_grad={n_grad})")
-        self._check_segments(segs, coef, out.shape[2], Lh)
-        inv, fwd = self._group_plans(ext.dtype == torch.complex128, L, bounds, 2 * rows, rows)
-        n = len(bounds) - 1
-        ph = None if phasors is None else (ctypes.c_void_p * n)(*(t.data_ptr() for t in phasors))
-        b = (ctypes.c_int64 * len(bounds))(*bounds)
-        status = self._fn["group_forward", suf](
-            ext.data_ptr(), rows, E, idx.data_ptr(), h2.data_ptr(), idx.shape[1], L, n, b, inv, fwd, Z.data_ptr(),
-            P.data_ptr(), U.data_ptr(), S.data_ptr(), ph, n_grad, out.data_ptr(), out.shape[1], out.shape[2], row0,
-            coef.data_ptr(), segs.data_ptr(), segs.shape[0], PARALLEL_MIN_ELEMENTS, torch.get_num_threads())
+        self._check_call(call, ext, out, row0, work, phasor)
+        spec = call.spec
+        inv, fwd = self._group_plans(spec.suf == "f64", spec.L, call.bounds, 2 * call.rows, call.rows)
+        status = self._fn["group_forward", spec.suf](
+            ext.data_ptr(), call.rows, ext.shape[1], spec.idx.data_ptr(), spec.h2.data_ptr(), spec.W, spec.L,
+            len(call.bounds) - 1, call.bounds_c, inv, fwd, *(t.data_ptr() for t in work),
+            None if phasor is None else self._phasors(call, phasor), call.n_ph, out.data_ptr(), out.shape[1],
+            out.shape[2], row0, spec.coef.data_ptr(), spec.segs.data_ptr(), spec.segs.shape[0],
+            PARALLEL_MIN_ELEMENTS, torch.get_num_threads())
         self._group_status(status)
 
-    def group_backward(self, g: Tensor, row0: int, coef: Tensor, segs: Tensor, L: int, bounds: list[int],
-                       scratch: dict, phasors: list[Tensor], idx: Tensor, h2: Tensor, gext: Tensor) -> None:
-        """The adjoint of :meth:`group_forward` for the ``B`` rows of ``g`` (complex
-        ``(B, n_g, width)``, rows ``row0 + f``), accumulated into ``gext`` (complex
-        ``(B, E)``); ``phasors`` as written by the forward (``2 B fc L`` values per
-        chunk); ``scratch`` ``{"G", "GU", "GP", "GZ"}`` of at least ``2 B fc Lh``,
-        ``B fc L``, ``2 B fc L``, ``4 B fc Lh`` real values."""
-        B, E = gext.shape
-        Lh = L // 2 + 1
-        G, GU, GP, GZ = (scratch[k] for k in ("G", "GU", "GP", "GZ"))
-        suf, _ = self._check_group(gext, idx, h2, L, bounds, B, [(G, 2 * Lh), (GU, L), (GP, 2 * L), (GZ, 4 * Lh)],
-                                   phasors, B)
-        self._check(g, coef)
-        if g.shape[0] != B or row0 < 0 or row0 + idx.shape[0] > g.shape[1]:
-            raise ValueError(f"rows {row0}..{row0 + idx.shape[0]} of {tuple(g.shape)} for {B} signals")
-        self._check_segments(segs, coef, g.shape[2], Lh)
-        lo, hi = segs._scrapl_src  # type: ignore[attr-defined]
-        inv, fwd = self._group_plans(g.dtype == torch.complex128, L, bounds, B, 2 * B)
-        n = len(bounds) - 1
-        ph = (ctypes.c_void_p * n)(*(t.data_ptr() for t in phasors))
-        b = (ctypes.c_int64 * len(bounds))(*bounds)
-        status = self._fn["group_backward", suf](
-            g.data_ptr(), B, g.shape[1], g.shape[2], row0, coef.data_ptr(), segs.data_ptr(), segs.shape[0], lo,
-            hi, L, n, b, inv, fwd, G.data_ptr(), GU.data_ptr(), GP.data_ptr(), GZ.data_ptr(), ph,
-            idx.data_ptr(), h2.data_ptr(), idx.shape[1], gext.data_ptr(), E, PARALLEL_MIN_ELEMENTS,
-            torch.get_num_threads())
+    def run_group_backward(self, call: GroupCall, g: Tensor, row0: int, work: tuple[Tensor, ...], phasor: Tensor,
+                           gext: Tensor) -> None:
+        """The adjoint of :meth:`run_group_forward` for the ``call.rows`` rows of ``g``
+        (complex ``(rows, n_g, width)``, rows ``row0 + f``), accumulated into ``gext``
+        (complex ``(rows, E)``); ``call`` made with ``backward=True`` and ``n_ph =
+        rows``, ``work`` the ``(G, GU, GP, GZ)`` scratch buffers, ``phasor`` as the
+        forward wrote it."""
+        self._check_call(call, gext, g, row0, work, phasor)
+        spec = call.spec
+        inv, fwd = self._group_plans(spec.suf == "f64", spec.L, call.bounds, call.rows, 2 * call.rows)
+        status = self._fn["group_backward", spec.suf](
+            g.data_ptr(), call.rows, g.shape[1], g.shape[2], row0, spec.coef.data_ptr(), spec.segs.data_ptr(),
+            spec.segs.shape[0], spec.lo, spec.hi, spec.L, len(call.bounds) - 1, call.bounds_c, inv, fwd,
+            *(t.data_ptr() for t in work), self._phasors(call, phasor), spec.idx.data_ptr(), spec.h2.data_ptr(),
+            spec.W, gext.data_ptr(), gext.shape[1], PARALLEL_MIN_ELEMENTS, torch.get_num_threads())
         self._group_status(status)
 
     def _group_status(self, status: int) -> None:

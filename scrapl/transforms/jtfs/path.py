@@ -25,7 +25,7 @@ twice differentiable.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -54,6 +54,7 @@ class PathGeometry:
             averaging ``(T2, Tc)`` and their native layout (:class:`core.FreqOperands`).
         P, bias: frequential averaging ``(F_out, R)`` and the bias ``(F_out, Tc)`` of
             the rows below the operator's floor.
+        cache: what the stages prepare once per batch size (the native group calls).
     """
 
     pad_left: int
@@ -70,6 +71,7 @@ class PathGeometry:
     freq: core.FreqOperands
     P: Tensor
     bias: Tensor
+    cache: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 def stagewise(rows: Tensor, geo: PathGeometry, pool: BufferPool | None) -> Tensor:
@@ -118,7 +120,7 @@ class PathPair(torch.autograd.Function):
                                                           dtype=torch.promote_types(padded.dtype, torch.complex64)))
         ext = core.extended_spectrum(spec, geo.n_pad, geo.ext_extra)
         win, phasors, layout = core.scalogram_second_order(ext, geo.specs, geo.width, pool, geo.tensors, save,
-                                                          n_grad=B)
+                                                          n_grad=B, cache=geo.cache)
         win = core.fold_windows(win, geo.T2, geo.fold)
         y2 = core._c2c(win, False, lambda: buffers.empty(pool, win.shape, win), keep=pool is not None)
         S, kept, ch = core.freq_forward(y2, geo.M, geo.A, pool, geo.freq, save)
