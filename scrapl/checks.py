@@ -105,9 +105,17 @@ def path_index(value: Any, n: int, name: str = "path index") -> int:
     return idx
 
 
+def _peak(x: Tensor) -> Tensor:
+    """``max |x|`` (0-d), NaN when ``x`` holds a NaN and inf when it holds an
+    infinity (``amax`` propagates NaN): the finite check in one reduction, several
+    times cheaper than ``isfinite(x).all()``, which writes a boolean tensor first."""
+    return x.detach().abs().amax()
+
+
 def require_finite(x: Tensor, name: str = "x", hint: str = "pass check_finite=False to skip this check") -> None:
-    """``ValueError`` if ``x`` holds NaN or infinite values (one device sync)."""
-    if not bool(torch.isfinite(x).all()):
+    """``ValueError`` if ``x`` (non-empty) holds NaN or infinite values (one
+    reduction, one device sync)."""
+    if not bool(torch.isfinite(_peak(x))):
         raise ValueError(f"{name} contains NaN or infinite values ({hint})")
 
 
@@ -156,6 +164,6 @@ def check_signals(x: Any, x_target: Any, signal_shape: tuple[int, ...], *, finit
                          f"got {tuple(x.shape[2:])}")
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise ValueError(f"x must have at least one example and one channel, got shape {tuple(x.shape)}")
-    if finite and not bool(torch.isfinite(x).all() & torch.isfinite(x_target).all()):
+    if finite and not bool(torch.isfinite(torch.maximum(_peak(x), _peak(x_target)))):
         require_finite(x_target, "x_target")  # error path only: name the culprit
         require_finite(x, "x")

@@ -30,14 +30,21 @@ def test_finite_check_runs_once_per_loss_call(monkeypatch: pytest.MonkeyPatch, n
 
     monkeypatch.setattr(torch, "isfinite", counting)
     built.loss(x, y)
-    assert calls == [shape, shape]  # x and x_target, one reduction, no repeat
+    assert calls == [()]  # x and x_target: one check of their peak amplitude, no repeat
     calls.clear()
     built.transform.forward_path(x, 0)  # called directly, the transform checks its input
-    assert calls == [shape]
+    assert calls == [()]
     bad = x.clone()
     bad.view(-1)[0] = float("nan")
     with pytest.raises(ValueError, match="x contains NaN"):
         built.transform.forward_path(bad, 0)
+    for value in (float("inf"), float("-inf"), float("nan")):  # each caught by the peak check
+        bad.view(-1)[0] = value
+        with pytest.raises(ValueError, match="x_target contains NaN"):
+            built.loss(x, bad)
+        with pytest.raises(ValueError, match="x contains NaN"):
+            checks.require_finite(bad)
+    checks.require_finite(torch.full((3,), 3e38))  # large but finite
 
 
 @pytest.mark.parametrize("value", [True, 1.5, "2", torch.tensor([1, 2]), torch.tensor(1.0), torch.tensor(True)])

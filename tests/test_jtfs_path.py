@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from scrapl.transforms import ops
-from scrapl.transforms.jtfs import JTFS, core, path
+from scrapl.transforms.jtfs import JTFS, core, native, path
 from scrapl.transforms.scale import normalise
 
 
@@ -35,6 +35,23 @@ def test_extended_spectrum_adjoint_is_the_autograd_gradient(n_pad: int, extra: i
     w = torch.randn(ext.shape, dtype=torch.complex128, generator=g)
     (want,) = torch.autograd.grad(ext, x_hat, w)
     torch.testing.assert_close(core.extended_spectrum_adjoint(w, n_pad, extra), want, rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128])
+def test_extended_spectrum_one_pass_equals_the_torch_composition(dtype: torch.dtype) -> None:
+    """Without a graph the extension (and always its adjoint, with the rfft weights
+    folded in) runs as one native pass: the same values as the torch composition."""
+    g = torch.Generator().manual_seed(4)
+    for n_pad, extra in ((64, 0), (64, 9), (256, 256)):
+        x_hat = torch.randn(3, n_pad // 2 + 1, dtype=dtype, generator=g)
+        want = core.extended_spectrum(x_hat.clone().requires_grad_(True), n_pad, extra).detach()  # torch route
+        assert torch.equal(core.extended_spectrum(x_hat, n_pad, extra), want)
+        gr = torch.randn(3, n_pad + extra, dtype=dtype, generator=g)
+        w = core._rfft_weights(n_pad, n_pad // 2 + 1, gr)
+        got = core.extended_spectrum_adjoint(gr, n_pad, extra, w)
+        with native.disabled():
+            ref = core.extended_spectrum_adjoint(gr, n_pad, extra, w)
+        torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-5)
 
 
 def test_rfft_adjoint_is_the_autograd_gradient() -> None:

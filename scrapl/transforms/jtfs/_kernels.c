@@ -218,6 +218,52 @@ DEFINE_KERNELS(float, f32, sqrtf)
 DEFINE_KERNELS(double, f64, sqrt)
 
 /* ------------------------------------------------------------------------------
+ * The extended two-sided spectrum of a real signal (core.extended_spectrum) and
+ * its adjoint, one pass each.  x_hat complex (B, n / 2 + 1), ext complex (B, n + extra)
+ * with ext[j] = X[j mod n], X[j] = x_hat[j] (j <= n / 2), conj(x_hat[n - j]) above;
+ * n even, extra <= n.  The adjoint gx[k] = G[k] + conj(G[n - k]) (0 < k < n / 2),
+ * G[j] = g[j] + g[n + j] (j < extra), times w[k] when w is given (the weights of
+ * the rfft adjoint, core.rfft_adjoint, folded in).
+ * ------------------------------------------------------------------------------ */
+#define DEFINE_EXTEND(T, SUF)                                                            \
+void extend_##SUF(const T *xh, T *ext, int64_t B, int64_t n, int64_t extra, int nthreads) { \
+    int64_t h = n / 2 + 1, E = n + extra;                                                \
+    _Pragma("omp parallel for num_threads(nthreads) schedule(static)")                  \
+    for (int64_t b = 0; b < B; ++b) {                                                    \
+        const T *x = xh + 2 * b * h;                                                     \
+        T *e = ext + 2 * b * E;                                                          \
+        memcpy(e, x, sizeof(T) * (size_t)(2 * h));                                       \
+        for (int64_t j = h; j < n; ++j) { e[2 * j] = x[2 * (n - j)]; e[2 * j + 1] = -x[2 * (n - j) + 1]; } \
+        memcpy(e + 2 * n, e, sizeof(T) * (size_t)(2 * extra));                          \
+    }                                                                                   \
+}                                                                                       \
+                                                                                        \
+void extend_adjoint_##SUF(const T *g, T *gx, const T *w, int64_t B, int64_t n,           \
+                          int64_t extra, int nthreads) {                                 \
+    int64_t h = n / 2 + 1, E = n + extra;                                                \
+    _Pragma("omp parallel for num_threads(nthreads) schedule(static)")                  \
+    for (int64_t b = 0; b < B; ++b) {                                                    \
+        const T *e = g + 2 * b * E;                                                      \
+        T *o = gx + 2 * b * h;                                                           \
+        for (int64_t k = 0; k < h; ++k) {                                                \
+            T re = e[2 * k], im = e[2 * k + 1];                                          \
+            if (k < extra) { re += e[2 * (n + k)]; im += e[2 * (n + k) + 1]; }           \
+            if (k > 0 && k < n - k) {                                                    \
+                int64_t m = n - k;                                                       \
+                T r2 = e[2 * m], i2 = e[2 * m + 1];                                      \
+                if (m < extra) { r2 += e[2 * (n + m)]; i2 += e[2 * (n + m) + 1]; }       \
+                re += r2; im -= i2;                                                      \
+            }                                                                           \
+            if (w) { re *= w[k]; im *= w[k]; }                                           \
+            o[2 * k] = re; o[2 * k + 1] = im;                                            \
+        }                                                                               \
+    }                                                                                   \
+}
+
+DEFINE_EXTEND(float, f32)
+DEFINE_EXTEND(double, f64)
+
+/* ------------------------------------------------------------------------------
  * Frequential scattering, modulus and time averaging of one path, fused:
  *
  *   y[b, r, t]   = sum_k Mc[r, k] y2[b, k, t]            (complex, Mc = Mr + i Mi)
@@ -469,7 +515,7 @@ DEFINE_GROUP(float, f32)
 DEFINE_GROUP(double, f64)
 
 /* Version of this kernel interface (checked by native.py). */
-int scrapl_kernels_abi(void) { return 10; }
+int scrapl_kernels_abi(void) { return 11; }
 
 #else /* SCRAPL_FREQ_T: the frequential kernels of one precision (see above) */
 

@@ -237,13 +237,24 @@ def require_storage(g: Tensor) -> None:
                            f"native kernels, which cannot be batched ({exc})") from exc
 
 
+_WEIGHTS: dict[tuple, Tensor] = {}
+
+
 def _rfft_weights(n: int, bins: int, like: Tensor) -> Tensor:
     """Weights of the ``rfft`` adjoint over the ``bins = n // 2 + 1`` bins: ``n`` at
-    bin 0 (and the Nyquist bin for even ``n``), ``n / 2`` in between."""
-    w = torch.full((bins,), 0.5 * n, dtype=like.real.dtype, device=like.device)
-    w[0] = n
-    if n % 2 == 0:
-        w[-1] = n
+    bin 0 (and the Nyquist bin for even ``n``), ``n / 2`` in between (cached per
+    length, dtype and device; do not modify)."""
+    key = (n, bins, like.real.dtype, like.device)
+    w = _WEIGHTS.get(key)
+    if w is None:
+        with torch.inference_mode(False), torch.no_grad():  # cached: never an inference tensor
+            w = torch.full((bins,), 0.5 * n, dtype=like.real.dtype, device=like.device)
+            w[0] = n
+            if n % 2 == 0:
+                w[-1] = n
+        if len(_WEIGHTS) > 64:
+            _WEIGHTS.clear()
+        _WEIGHTS[key] = w
     return w
 
 
@@ -283,21 +294,39 @@ def extended_spectrum(x_hat: Tensor, n_pad: int, extra: int) -> Tensor:
     Every first-order window is then a contiguous run of bins (no conjugation, no
     wrap-around), which :class:`ScalogramGroups` reads with plain slices.
     """
+    if not (x_hat.requires_grad and torch.is_grad_enabled()):
+        k = _native(x_hat) if n_pad % 2 == 0 and extra <= n_pad and x_hat.dim() == 2 else None
+        if k is not None:  # one pass instead of the five below
+            return k.extend(x_hat, n_pad, extra, x_hat.new_empty(x_hat.shape[0], n_pad + extra))
     full = torch.cat((x_hat, x_hat[:, 1: n_pad // 2].flip(-1).conj()), dim=-1)
     return torch.cat((full, full[:, :extra]), dim=-1)
 
 
-def extended_spectrum_adjoint(g: Tensor, n_pad: int, extra: int) -> Tensor:
+def extended_spectrum_adjoint(g: Tensor, n_pad: int, extra: int, weights: Tensor | None = None) -> Tensor:
     """The adjoint of :func:`extended_spectrum` (even ``n_pad``; not
     differentiable): the gradient ``(B, n_pad // 2 + 1)`` of ``x_hat`` from that of
     the extended spectrum ``(B, n_pad + extra)`` (autograd's convention for complex
-    tensors: the conjugated bins pass the conjugated gradient)."""
+    tensors: the conjugated bins pass the conjugated gradient), times ``weights``
+    ``(n_pad // 2 + 1,)`` when given."""
     half = n_pad // 2 + 1
+    g = g.contiguous()
+    k = _native(g, *(() if weights is None else (weights,))) if extra <= n_pad and g.dim() == 2 else None
+    if k is not None:
+        return k.extend_adjoint(g, n_pad, extra, g.new_empty(g.shape[0], half), weights)
     full = g[:, :n_pad].clone()
     full[:, :extra] += g[:, n_pad: n_pad + extra]
     out = full[:, :half].clone()
     out[:, 1: n_pad // 2] += full[:, half:].flip(-1).conj()
-    return out
+    return out if weights is None else out.mul_(weights)
+
+
+def extended_rfft_adjoint(g: Tensor, n_pad: int, extra: int) -> Tensor:
+    """The gradient of the real padded signal ``(B, n_pad)`` from that of its
+    extended spectrum ``extended_spectrum(rfft(x), n_pad, extra)`` (the adjoints of
+    both, the rfft weights folded into the first pass; not differentiable)."""
+    w = _rfft_weights(n_pad, n_pad // 2 + 1, g)
+    gw = extended_spectrum_adjoint(g, n_pad, extra, w)
+    return _irfft(gw, n_pad, lambda: g.real.new_empty(g.shape[0], n_pad))
 
 
 def _filter_chunks(B: int, nf: int, L: int, device: torch.device) -> list[tuple[int, int]]:

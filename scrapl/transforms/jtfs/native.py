@@ -63,7 +63,7 @@ from torch import Tensor
 __all__ = ["GroupCall", "GroupSpec", "Kernels", "NativeFFTError", "disabled", "get", "status"]
 
 _SOURCE = Path(__file__).with_name("_kernels.c")
-_ABI = 10
+_ABI = 11
 _BASE_FLAGS = ["-O3", "-fno-math-errno", "-ffp-contract=off", "-shared", "-fPIC"]
 #: Tried in order: a compiler without OpenMP (e.g. Apple clang) gets serial kernels,
 #: one that does not know ``-march=native`` generic ones.
@@ -82,6 +82,8 @@ _SIGNATURES = {
     "scatter_segments": [_P, _I, _I, _I, _P, _P, _I, _P, _I, _I, _I, _C, _C, _C],
     "freq_forward": [_P, _I, _I, _I, _P, _P, _I, _P, _I, _I, _P, _P, _I, _C],
     "freq_backward": [_P, _I, _I, _I, _P, _P, _I, _P, _I, _I, _P, _P, _P, _I, _C],
+    "extend": [_P, _P, _I, _I, _I, _C],
+    "extend_adjoint": [_P, _P, _P, _I, _I, _I, _C],
     "group_forward": [_P, _I, _I, _P, _P, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _I, _P, _I, _I, _I, _P,
                       _P, _I, _I, _C],
     "group_backward": [_P, _I, _I, _I, _I, _P, _P, _I, _I, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _P,
@@ -497,6 +499,34 @@ class Kernels:
             inv[c] = self._get_plan(dbl, 1, L, inv_rows * fc, 1.0)
             fwd[c] = self._get_plan(dbl, 0, L, fwd_rows * fc, 1.0)
         return inv, fwd
+
+    def extend(self, x_hat: Tensor, n: int, extra: int, out: Tensor) -> Tensor:
+        """``out = core.extended_spectrum(x_hat, n, extra)`` in one pass: complex
+        ``x_hat`` ``(B, n // 2 + 1)``, ``out`` ``(B, n + extra)``; ``n`` even,
+        ``extra <= n``."""
+        suf = self._check(x_hat, out)
+        B = x_hat.shape[0]
+        if (n % 2 or not 0 <= extra <= n or x_hat.dim() != 2 or x_hat.shape[1] != n // 2 + 1
+                or out.shape != (B, n + extra) or not x_hat.is_complex() or not out.is_complex()):
+            raise ValueError(f"extend: complex (B, {n // 2 + 1}) -> (B, {n + extra}) with n even and extra <= n, got "
+                             f"{tuple(x_hat.shape)} -> {tuple(out.shape)}")
+        self._fn["extend", suf](x_hat.data_ptr(), out.data_ptr(), B, n, extra, _threads(out.numel()))
+        return out
+
+    def extend_adjoint(self, g: Tensor, n: int, extra: int, out: Tensor, weights: Tensor | None = None) -> Tensor:
+        """``out = core.extended_spectrum_adjoint(g, n, extra)`` in one pass, times
+        ``weights`` (real ``(n // 2 + 1,)``) when given; shapes as in :meth:`extend`,
+        reversed."""
+        suf = self._check(g, out, *(() if weights is None else (weights,)))
+        B = g.shape[0]
+        if (n % 2 or not 0 <= extra <= n or g.dim() != 2 or g.shape[1] != n + extra or out.shape != (B, n // 2 + 1)
+                or not g.is_complex() or not out.is_complex()
+                or (weights is not None and (weights.is_complex() or weights.shape != (n // 2 + 1,)))):
+            raise ValueError(f"extend_adjoint: complex (B, {n + extra}) -> (B, {n // 2 + 1}) with n even and extra "
+                             f"<= n (weights ({n // 2 + 1},)), got {tuple(g.shape)} -> {tuple(out.shape)}")
+        self._fn["extend_adjoint", suf](g.data_ptr(), out.data_ptr(), None if weights is None else weights.data_ptr(),
+                                        B, n, extra, _threads(g.numel()))
+        return out
 
     def group_spec(self, idx: Tensor, h2: Tensor, coef: Tensor, segs: Tensor, L: int) -> GroupSpec:
         """Validate a group's constant operands once (see :meth:`run_group_forward`):

@@ -156,6 +156,6 @@ class PathPair(torch.autograd.Function):
             gwin = gwin.index_select(-1, geo.fold)
         gext = core.scalogram_second_order_adjoint(gwin, ctx.ext_len, geo.specs, ctx.layout, geo.tensors, phasors,
                                                    ctx.pool)
-        gspec = core.extended_spectrum_adjoint(gext, geo.n_pad, geo.ext_extra)
-        grows = reflect_pad_adjoint(core.rfft_adjoint(gspec, geo.n_pad), geo.pad_left, geo.pad_right)
+        grows = reflect_pad_adjoint(core.extended_rfft_adjoint(gext, geo.n_pad, geo.ext_extra), geo.pad_left,
+                                    geo.pad_right)
         return grows.div_(s.view(-1, 1)), *nones
