@@ -27,6 +27,15 @@ def test_reflect_pad_adjoint_is_the_autograd_gradient(pads: tuple[int, int]) -> 
     torch.testing.assert_close(path.reflect_pad_adjoint(w, *pads), want, rtol=0, atol=1e-15)
 
 
+def test_reflect_pad_equals_torch_reflection_padding() -> None:
+    x = torch.randn(3, 2, 20, generator=torch.Generator().manual_seed(5))
+    for pads in ((5, 7), (0, 3), (4, 0), (19, 19)):
+        want = torch.nn.functional.pad(x, pads, mode="reflect")
+        assert torch.equal(ops.pad_reflect(x, *pads), want)
+    with pytest.raises(ValueError, match="smaller than the signal"):
+        ops.pad_reflect(x, 20, 0)
+
+
 @pytest.mark.parametrize("n_pad,extra", [(64, 0), (64, 9), (256, 100)])
 def test_extended_spectrum_adjoint_is_the_autograd_gradient(n_pad: int, extra: int) -> None:
     g = torch.Generator().manual_seed(1)

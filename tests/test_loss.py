@@ -685,3 +685,23 @@ def test_warmup_argument_errors(tmp_path: Any) -> None:
         loss.load_probs_from_warmup_dir(str(tmp_path / "missing"))
     with pytest.raises(TypeError, match="theta-IS"):
         make_loss().load_probs_from_warmup_dir(str(tmp_path))
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e-6, 1.0, 1e8, 1e30])
+@pytest.mark.parametrize("p", [1.0, 2.0, 3.0])
+def test_path_norm_is_scale_robust_with_and_without_the_scaling(scale: float, p: float) -> None:
+    """The p-norm of a coefficient difference: directly when its peak is moderate
+    (p <= 2), through power-of-two scaling otherwise; both equal the float64 norm."""
+    from scrapl import build
+    from scrapl.transforms.scale import normalise, rescale
+
+    loss = build({"transform": {"name": "jtfs", "shape": 1024, "J": 4, "Q1": 2, "Q2": 1, "J_fr": 2, "Q_fr": 1},
+                  "loss": {"p": p}}).loss
+    diff = torch.randn(2, 3, 5, 7, generator=torch.Generator().manual_seed(0)) * scale
+    got = loss._norm(diff)
+    want = torch.linalg.vector_norm(diff.double().reshape(2, 3, -1), ord=p, dim=-1)
+    assert got.shape == (2, 3) and torch.isfinite(got).all()
+    torch.testing.assert_close(got.double(), want, rtol=1e-6, atol=0)
+    flat, s = normalise(diff.reshape(-1, 35))
+    scaled = rescale(torch.linalg.vector_norm(flat, ord=p, dim=-1), s).reshape(2, 3)
+    torch.testing.assert_close(got, scaled, rtol=2e-7, atol=0)
