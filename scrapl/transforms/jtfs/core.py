@@ -676,7 +676,7 @@ class _NativePlan(NamedTuple):
 
 def _native_plan(k: native.Kernels, specs: tuple, tensors: tuple, rows: int, n_grad: int, save: bool,
                  device: torch.device, cache: dict | None) -> _NativePlan:
-    key = ("native", rows, n_grad, save)
+    key = ("native", rows, n_grad, save, SCALOGRAM_CHUNK_FLOATS)
     plan = None if cache is None else cache.get(key)
     if plan is not None:
         return plan
