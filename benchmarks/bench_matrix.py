@@ -50,7 +50,9 @@ amount of work); ``time floor / MSS`` above 1 means that they alone cost more th
 MSS's whole step.
 
 Each FFT is timed alone with the same library route as the step (the planned MKL
-FFTs of ``scrapl.transforms.jtfs.native`` when available, else ``torch.fft``), in
+FFTs of ``scrapl.transforms.jtfs.native`` when available -- through a second handle
+with its own plan cache, so that the floor's many plans do not evict the step's --
+else ``torch.fft``), in
 the cheaper of two layouts: batched over all its signals in one call, or in
 cache-sized pieces of ``scrapl.transforms.jtfs.core.SCALOGRAM_CHUNK_FLOATS`` floats
 run one after the other (the step's own layout; large batched FFTs fall out of
@@ -191,6 +193,13 @@ class FloorTimer:
         from scrapl.transforms.jtfs import core, native
 
         k = native.get()
+        if k is not None and k.has_fft:
+            # a second handle on the same library, with its own FFT plan cache: the
+            # floor's many (length, batch) plans must not evict the step's plans
+            # (native.MAX_FFT_PLANS), which the step would then commit again
+            import ctypes
+
+            k = native.Kernels(ctypes.CDLL(str(k.path)), k.path)
         self.kernels = k if k is not None and k.has_fft else None
         self.route = "native planned MKL" if self.kernels is not None else "torch.fft"
         self.chunk_floats = core.SCALOGRAM_CHUNK_FLOATS
