@@ -79,6 +79,12 @@ Run (``nice`` on a shared machine)::
 
 ``--merge`` keeps the cells of other configurations/batches already in the JSON file
 (each cell records its own date), so that the matrix can be measured in short runs.
+
+``--rounds R`` measures the whole matrix ``R`` times, round after round (so that a
+slow phase of a shared machine, which lasts tens of seconds to minutes, hits one
+round's cells rather than every repetition of one cell), and prints the ratios of
+each cell across rounds: their median and range.  Each ratio is taken within one
+round (the sides interleaved as above); the JSON keeps every round's cells.
 """
 
 from __future__ import annotations
@@ -529,6 +535,45 @@ def _fmt_profile(c: dict) -> str:
     return "\n".join(lines)
 
 
+#: Per-cell ratios summarised across rounds: (label, key in a cell's clock summary).
+ROUND_RATIOS = (("S/MSS exp", "scrapl_over_mss_expected"), ("S/MSS med", "scrapl_over_mss_median"),
+                ("ref/S exp", "ref_over_scrapl_expected"), ("S/floor exp", "step_over_floor_expected"),
+                ("time floor/MSS", "time_floor_over_mss_expected"))
+
+
+def round_summary(cells: list[dict], clock: str) -> list[dict]:
+    """Per (config, batch), in first-seen order: each ratio of :data:`ROUND_RATIOS`
+    over the rounds as ``{"median", "min", "max", "n"}`` (ratios missing from a
+    round, e.g. the reference with ``--no-ref``, are left out)."""
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for c in cells:
+        groups.setdefault((c["config"], c["batch"]), []).append(c[clock])
+    out = []
+    for (name, batch), summaries in groups.items():
+        row: dict = {"config": name, "batch": batch}
+        for label, key in ROUND_RATIOS:
+            vals = [s[key] for s in summaries if key in s]
+            if vals:
+                row[label] = {"median": statistics.median(vals), "min": min(vals), "max": max(vals), "n": len(vals)}
+        out.append(row)
+    return out
+
+
+def _fmt_rounds(cells: list[dict], clock: str) -> str:
+    rows = round_summary(cells, clock)
+    head = ("config", "batch", *(label for label, _ in ROUND_RATIOS))
+
+    def fmt(v: dict | None) -> str:
+        return "-" if v is None else f"{v['median']:.2f} ({v['min']:.2f}-{v['max']:.2f})"
+
+    table = [(r["config"], str(r["batch"]), *(fmt(r.get(label)) for label, _ in ROUND_RATIOS)) for r in rows]
+    widths = [max(len(r[k]) for r in (head, *table)) for k in range(len(head))]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths))]
+    lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in table]
+    n = max((v["n"] for r in rows for k, v in r.items() if isinstance(v, dict)), default=0)
+    return (f"{clock} time, ratios across {n} rounds: median (min-max)\n" + "\n".join(lines))
+
+
 def _write(args: argparse.Namespace, confs: dict, floor: FloorTimer, cells: list[dict]) -> list[dict]:
     """Write the JSON (with ``--merge``, the file's other cells kept); return the cells
     of this run."""
@@ -539,10 +584,10 @@ def _write(args: argparse.Namespace, confs: dict, floor: FloorTimer, cells: list
         done = {(c["config"], c["batch"]) for c in cells}
         order = {n: k for k, n in enumerate(confs)}
         out = sorted([c for c in old["cells"] if (c["config"], c["batch"]) not in done] + out,
-                     key=lambda c: (order.get(c["config"], 99), c["batch"]))
+                     key=lambda c: (c.get("round", 0), order.get(c["config"], 99), c["batch"]))
     names = sorted({c["config"] for c in out}, key=list(confs).index)
     res = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.machine(),
-           "cpus": os.cpu_count(), "threads": args.threads, "torch": torch.__version__, "fft_route": floor.route,
+           "cpus": os.cpu_count(), "threads": args.threads, "rounds": args.rounds, "torch": torch.__version__, "fft_route": floor.route,
            "configs": {n: {"transform": confs[n][0], "loss": confs[n][1]} for n in names}, "cells": out}
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w") as f:
@@ -569,7 +614,13 @@ def main() -> None:
     ap.add_argument("--json", default=os.path.join(HERE, "results", "bench_matrix.json"))
     ap.add_argument("--merge", action="store_true",
                     help="keep the other cells of an existing --json file (runs in pieces on a shared machine)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="measure the whole matrix this many times; print each ratio's median and range over rounds")
     args = ap.parse_args()
+    if args.rounds < 1:
+        raise SystemExit(f"--rounds: expected a positive integer, got {args.rounds}")
+    if args.merge and args.rounds > 1:
+        raise SystemExit("--merge: not with --rounds > 1 (a merged file would mix rounds of different runs)")
     args.ref_batches = {int(v) for v in args.ref_batches.split(",") if v}
     if args.quick:
         args.strata, args.repeat, args.ref_repeat, args.ref_repeat_16 = 4, 2, 1, 1
@@ -584,27 +635,32 @@ def main() -> None:
         if n not in confs:
             raise SystemExit(f"--configs: unknown configuration {n!r} (choose from {', '.join(confs)})")
     cells = []
-    for n in names:
+    for rnd, n, b in ((r, n, int(v)) for r in range(args.rounds) for n in names for v in args.batches.split(",")):
         tcfg, lcfg = confs[n]
-        for b in (int(v) for v in args.batches.split(",")):
-            t0 = time.perf_counter()
-            load0 = os.getloadavg()[0]
-            cell = run_cell(n, tcfg, lcfg, b, args, floor, mss)
-            cell["load_average"] = [load0, os.getloadavg()[0]]  # the machine's 1-min load, start and end
-            cell["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-            cell["settings"] = {"strata": args.strata, "repeat": args.repeat, "ref_repeat": args.ref_repeat,
-                                "ref_repeat_16": args.ref_repeat_16}
-            cells.append(cell)
-            if args.json:  # after every cell: a long run interrupted keeps what it measured
-                cells = _write(args, confs, floor, cells)
-            w = cell["wall"]
-            print(f"{n} batch {b}: SCRAPL {1e3 * w['ours_summary']['expected']:.1f} ms expected, "
-                  f"MSS {1e3 * w['mss_median']:.1f} ms ({time.perf_counter() - t0:.0f} s)", flush=True)
+        t0 = time.perf_counter()
+        load0 = os.getloadavg()[0]
+        cell = run_cell(n, tcfg, lcfg, b, args, floor, mss)
+        cell["load_average"] = [load0, os.getloadavg()[0]]  # the machine's 1-min load, start and end
+        cell["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        cell["round"] = rnd
+        cell["settings"] = {"strata": args.strata, "repeat": args.repeat, "ref_repeat": args.ref_repeat,
+                            "ref_repeat_16": args.ref_repeat_16}
+        cells.append(cell)
+        if args.json:  # after every cell: a long run interrupted keeps what it measured
+            cells = _write(args, confs, floor, cells)
+        w = cell["wall"]
+        print(f"round {rnd}, {n} batch {b}: SCRAPL {1e3 * w['ours_summary']['expected']:.1f} ms expected, "
+              f"MSS {1e3 * w['mss_median']:.1f} ms ({time.perf_counter() - t0:.0f} s)", flush=True)
+    last = [c for c in cells if c["round"] == args.rounds - 1]
     for clock in CLOCKS:
         print()
-        print(_fmt_table(cells, clock))
+        print(_fmt_table(last, clock) if args.rounds == 1 else f"last round, {_fmt_table(last, clock)}")
+    if args.rounds > 1:
+        for clock in CLOCKS:
+            print()
+            print(_fmt_rounds(cells, clock))
     if not args.no_profile:
-        for c in cells:
+        for c in last:
             if "profile" in c:
                 print()
                 print(_fmt_profile(c))

@@ -40,3 +40,23 @@ def test_time_floor_is_the_floor_without_the_frequential_ffts() -> None:
 def test_overhead_fit_recovers_an_affine_cost() -> None:
     a, b = bench_overhead._fit((1, 2, 3, 4), [0.004 + 0.0007 * k for k in (1, 2, 3, 4)])
     assert a == pytest.approx(0.004) and b == pytest.approx(0.0007)
+
+
+def test_round_summary_takes_median_and_range_of_each_ratio_per_cell() -> None:
+    def cell(name: str, batch: int, rnd: int, s_mss: float, ref: float | None) -> dict:
+        wall = {"scrapl_over_mss_expected": s_mss, "scrapl_over_mss_median": s_mss / 2}
+        if ref is not None:
+            wall["ref_over_scrapl_expected"] = ref
+        return {"config": name, "batch": batch, "round": rnd, "wall": wall}
+
+    cells = [cell("paper", 1, 0, 1.2, 9.0), cell("demo", 4, 0, 0.7, None), cell("paper", 1, 1, 0.8, 11.0),
+             cell("demo", 4, 1, 0.9, None), cell("paper", 1, 2, 1.0, None)]
+    rows = bench_matrix.round_summary(cells, "wall")
+    assert [(r["config"], r["batch"]) for r in rows] == [("paper", 1), ("demo", 4)]
+    assert rows[0]["S/MSS exp"] == {"median": pytest.approx(1.0), "min": 0.8, "max": 1.2, "n": 3}
+    assert rows[0]["S/MSS med"]["median"] == pytest.approx(0.5)
+    assert rows[0]["ref/S exp"] == {"median": pytest.approx(10.0), "min": 9.0, "max": 11.0, "n": 2}
+    assert "ref/S exp" not in rows[1] and rows[1]["S/MSS exp"]["n"] == 2
+    assert "S/floor exp" not in rows[0]
+    text = bench_matrix._fmt_rounds(cells, "wall")
+    assert "1.00 (0.80-1.20)" in text and "3 rounds" in text
