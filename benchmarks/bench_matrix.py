@@ -518,11 +518,16 @@ def _fmt_table(cells: list[dict], clock: str) -> str:
                      f"{c['step_over_floor_expected']:.2f}" if "floor" in c else "-",
                      f"{c['floor_over_mss_expected']:.2f}" if "floor" in c else "-",
                      f"{c['time_floor_over_mss_expected']:.2f}" if "time_floor" in c else "-"))
+    return (f"{clock} time:\n" + _fmt_columns(head, rows)
+            + "\n(ms; exp = expected step under uniform path sampling, med = median path)")
+
+
+def _fmt_columns(head: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    """The header and rows as right-aligned text columns."""
     widths = [max(len(r[k]) for r in (head, *rows)) for k in range(len(head))]
     lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths))]
     lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in rows]
-    return (f"{clock} time:\n" + "\n".join(lines)
-            + "\n(ms; exp = expected step under uniform path sampling, med = median path)")
+    return "\n".join(lines)
 
 
 def _fmt_profile(c: dict) -> str:
@@ -567,11 +572,8 @@ def _fmt_rounds(cells: list[dict], clock: str) -> str:
         return "-" if v is None else f"{v['median']:.2f} ({v['min']:.2f}-{v['max']:.2f})"
 
     table = [(r["config"], str(r["batch"]), *(fmt(r.get(label)) for label, _ in ROUND_RATIOS)) for r in rows]
-    widths = [max(len(r[k]) for r in (head, *table)) for k in range(len(head))]
-    lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths))]
-    lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in table]
-    n = max((v["n"] for r in rows for k, v in r.items() if isinstance(v, dict)), default=0)
-    return (f"{clock} time, ratios across {n} rounds: median (min-max)\n" + "\n".join(lines))
+    n = max((v["n"] for r in rows for v in r.values() if isinstance(v, dict)), default=0)
+    return f"{clock} time, ratios across {n} rounds: median (min-max)\n" + _fmt_columns(head, table)
 
 
 def _write(args: argparse.Namespace, confs: dict, floor: FloorTimer, cells: list[dict]) -> list[dict]:
@@ -587,7 +589,8 @@ def _write(args: argparse.Namespace, confs: dict, floor: FloorTimer, cells: list
                      key=lambda c: (c.get("round", 0), order.get(c["config"], 99), c["batch"]))
     names = sorted({c["config"] for c in out}, key=list(confs).index)
     res = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.machine(),
-           "cpus": os.cpu_count(), "threads": args.threads, "rounds": args.rounds, "torch": torch.__version__, "fft_route": floor.route,
+           "cpus": os.cpu_count(), "threads": args.threads, "rounds": args.rounds, "torch": torch.__version__,
+           "fft_route": floor.route,
            "configs": {n: {"transform": confs[n][0], "loss": confs[n][1]} for n in names}, "cells": out}
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w") as f:
