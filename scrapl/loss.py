@@ -265,7 +265,7 @@ class PathLoss(nn.Module):
         flat = diff.reshape(-1, diff.shape[-2] * diff.shape[-1])
         p = self.config.p
         if p <= 2 and flat.device.type == "cpu":
-            peak = float(flat.detach().abs().amax())
+            peak = float(checks.peak_abs(flat))
             if _NORM_SAFE[0] <= peak <= _NORM_SAFE[1]:
                 return torch.linalg.vector_norm(flat, ord=p, dim=-1).reshape(B)
         flat, s = normalise(flat)

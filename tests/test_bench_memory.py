@@ -34,9 +34,12 @@ def test_peak_memory_includes_the_pool(route: str, monkeypatch: pytest.MonkeyPat
     if route == "rss" and peak is None:
         pytest.skip("the kernel's peak-RSS counter cannot be reset here")
     assert peak is not None
-    # the pool was emptied and refilled by the measured step, which counts it
+    # the pool was emptied and refilled by the measured step, which counts it: all of
+    # it on the profiler's route (allocated bytes), on the RSS route the pages the
+    # step touched (the pool rounds requests up by at most 1/8, to eight size classes
+    # per octave, and a buffer's untouched tail is never resident)
     assert jtfs.buffer_pool.nbytes == warm
-    assert peak >= warm
+    assert peak >= (warm if route == "profiler" else 0.875 * warm)
 
 
 def test_peak_memory_without_modules_sees_a_warm_pool_only() -> None:

@@ -10,7 +10,8 @@ import torch
 
 from scrapl.transforms import ops
 from scrapl.transforms.jtfs import JTFS, core, native, path
-from scrapl.transforms.scale import normalise
+from scrapl import checks
+from scrapl.transforms.scale import normalise, row_peaks
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -34,6 +35,43 @@ def test_reflect_pad_equals_torch_reflection_padding() -> None:
         assert torch.equal(ops.pad_reflect(x, *pads), want)
     with pytest.raises(ValueError, match="smaller than the signal"):
         ops.pad_reflect(x, 20, 0)
+
+
+def test_reflect_fill_completes_the_padding_in_place() -> None:
+    x = torch.randn(3, 20, generator=torch.Generator().manual_seed(6))
+    for pl, pr in ((5, 7), (0, 3), (4, 0), (0, 0), (19, 19)):
+        out = torch.full((3, pl + 20 + pr), float("nan"))
+        out[:, pl: pl + 20] = x
+        assert ops.reflect_fill_(out, pl, pr) is out
+        assert torch.equal(out, ops.pad_reflect(x, pl, pr))
+    with pytest.raises(ValueError, match="smaller than the signal"):
+        ops.reflect_fill_(torch.zeros(3, 40), 20, 0)
+
+
+@pytest.mark.parametrize("t_rows", [0, 3])
+def test_scaled_padded_rows_equal_the_composition(jtfs64: JTFS, t_rows: int) -> None:
+    """The pair's input buffer (scaled, padded, from the pool) holds the values of
+    ``pad_reflect(normalise(cat(x, t)))`` exactly, whatever the rows' amplitudes."""
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(2, 1024, dtype=torch.float64, generator=g) * torch.tensor([[1e-20], [3e5]], dtype=torch.float64)
+    t = torch.randn(t_rows, 1024, dtype=torch.float64, generator=g) * 7
+    geo = jtfs64._path_plan(5, False).geo
+    pool = jtfs64.buffer_pool
+    got, scale = path._scaled_padded(x, t, geo, pool)
+    rows, want_scale = normalise(torch.cat((x, t)))
+    assert torch.equal(scale, want_scale)
+    assert torch.equal(got, ops.pad_reflect(rows, geo.pad_left, geo.pad_right))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_row_peaks_are_the_max_abs_and_propagate_nan(dtype: torch.dtype) -> None:
+    x = torch.randn(4, 50, dtype=dtype, generator=torch.Generator().manual_seed(8))
+    x[1, 7] = -30.0
+    assert torch.equal(row_peaks(x), x.abs().amax(dim=-1))
+    x[2, 3], x[3, 4] = float("nan"), -float("inf")
+    p = row_peaks(x)
+    assert torch.isnan(p[2]) and p[3] == float("inf")
+    assert torch.isnan(checks.peak_abs(x)) and checks.peak_abs(x[3]) == float("inf")
 
 
 @pytest.mark.parametrize("n_pad,extra", [(64, 0), (64, 9), (256, 100)])

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["Modulus", "modulus", "modulus_backward", "pad_reflect", "subsample_fourier"]
+__all__ = ["Modulus", "modulus", "modulus_backward", "pad_reflect", "reflect_fill_", "subsample_fourier"]
 
 
 def modulus_backward(g: Tensor, z: Tensor, out: Tensor) -> Tensor:
@@ -59,6 +59,22 @@ def pad_reflect(x: Tensor, pad_left: int, pad_right: int) -> Tensor:
     if not (0 <= pad_left < n and 0 <= pad_right < n):
         raise ValueError(f"reflection padding ({pad_left}, {pad_right}) must be smaller than the signal ({n} samples)")
     return torch.cat((x[..., 1: pad_left + 1].flip(-1), x, x[..., n - 1 - pad_right: n - 1].flip(-1)), dim=-1)
+
+
+def reflect_fill_(out: Tensor, pad_left: int, pad_right: int) -> Tensor:
+    """Complete an in-place reflection padding: ``out`` ``(B, pad_left + N +
+    pad_right)`` holding the signal in its middle gets the mirrored samples written
+    around it (the values of :func:`pad_reflect`, without allocating the padded
+    signal); each pad ``< N``.  Returns ``out``."""
+    n = out.shape[-1] - pad_left - pad_right
+    if not (0 <= pad_left < n and 0 <= pad_right < n):
+        raise ValueError(f"reflection padding ({pad_left}, {pad_right}) must be smaller than the signal ({n} samples)")
+    if pad_left:
+        out[..., :pad_left].copy_(out[..., pad_left + 1: 2 * pad_left + 1].flip(-1))
+    if pad_right:
+        end = pad_left + n
+        out[..., end:].copy_(out[..., end - 1 - pad_right: end - 1].flip(-1))
+    return out
 
 
 def subsample_fourier(x_hat: Tensor, log2_factor: int) -> Tensor:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["normalise", "rescale"]
+__all__ = ["normalise", "rescale", "row_peaks", "row_scales"]
 
 #: Exponents are clamped to this range so that ``2**e`` and ``2**-e`` are both
 #: normal float32 numbers.
@@ -42,13 +42,26 @@ def _pow2(e: Tensor, dtype: torch.dtype) -> Tensor:
     return torch.bitwise_left_shift(e.to(itype) + bias, mant).view(dtype)
 
 
-def normalise(x: Tensor) -> tuple[Tensor, Tensor]:
-    """``(x / s, s)`` for ``x`` of shape ``(B, N)``: ``s`` (``(B,)``, dtype of ``x``) is
+def row_peaks(x: Tensor) -> Tensor:
+    """``max |x[b]|`` over the last axis of ``(B, N)``: ``(B,)``, NaN for a row holding
+    a NaN.  Two reductions without a temporary (``x.abs()`` would write a copy of ``x``
+    first: about twenty times slower on the CPU at 32 x 44100 samples)."""
+    x = x.detach()
+    return torch.maximum(x.amax(dim=-1), x.amin(dim=-1).neg_())
+
+
+def row_scales(x: Tensor) -> tuple[Tensor, Tensor]:
+    """``(s, 1 / s)`` for ``x`` of shape ``(B, N)``: ``s`` (``(B,)``, dtype of ``x``) is
     the power of two with ``0.5 <= max|x[b]| / s[b] < 1`` (1 for an all-zero row)."""
     with torch.no_grad():
-        _, e = torch.frexp(x.detach().abs().amax(dim=-1))
+        _, e = torch.frexp(row_peaks(x))
         e = e.clamp_(-_MAX_EXP, _MAX_EXP)
-        s, inv = _pow2(e, x.dtype), _pow2(e.neg_(), x.dtype)
+        return _pow2(e, x.dtype), _pow2(e.neg_(), x.dtype)
+
+
+def normalise(x: Tensor) -> tuple[Tensor, Tensor]:
+    """``(x / s, s)`` for ``x`` of shape ``(B, N)``, ``s`` of :func:`row_scales`."""
+    s, inv = row_scales(x)
     return x * inv[:, None], s
 
 

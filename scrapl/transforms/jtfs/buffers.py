@@ -1,7 +1,8 @@
 """Reusable CPU work buffers of one JTFS module (:class:`BufferPool`).
 
 A one-path training step allocates and frees a few hundred MiB of large temporaries
-(inverse-FFT planes, spectra, second-order rows, their gradients).  With glibc's
+(the scaled and padded input, its spectra, inverse-FFT planes, second-order rows,
+their gradients).  With glibc's
 default ``malloc`` the freed memory at the top of the heap is returned to the
 kernel at the end of each step and faulted in again, page by page, in the next one:
 measured on the paper configuration, 5 000 to 14 000 page faults and 10-25 % of the

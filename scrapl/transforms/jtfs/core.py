@@ -286,33 +286,36 @@ class RealSpectrum(torch.autograd.Function):
         return rfft_adjoint(g, ctx.n)
 
 
-def extended_spectrum(x_hat: Tensor, n_pad: int, extra: int) -> Tensor:
+def extended_spectrum(x_hat: Tensor, n_pad: int, extra: int, pool: BufferPool | None = None) -> Tensor:
     """Two-sided spectrum of a real signal from its one-sided one, extended
     circularly: complex ``(B, n_pad + extra)`` with ``out[:, b] = X[b % n_pad]``,
     ``X[b] = x_hat[b]`` for ``b <= n_pad / 2`` else ``conj(x_hat[n_pad - b])``.
 
     Every first-order window is then a contiguous run of bins (no conjugation, no
-    wrap-around), which :class:`ScalogramGroups` reads with plain slices.
+    wrap-around), which :class:`ScalogramGroups` reads with plain slices.  Without
+    autograd, the native route writes into a buffer of ``pool`` when one is given.
     """
     if not (x_hat.requires_grad and torch.is_grad_enabled()):
         k = _native(x_hat) if n_pad % 2 == 0 and extra <= n_pad and x_hat.dim() == 2 else None
         if k is not None:  # one pass instead of the five below
-            return k.extend(x_hat, n_pad, extra, x_hat.new_empty(x_hat.shape[0], n_pad + extra))
+            return k.extend(x_hat, n_pad, extra, buffers.empty(pool, (x_hat.shape[0], n_pad + extra), x_hat))
     full = torch.cat((x_hat, x_hat[:, 1: n_pad // 2].flip(-1).conj()), dim=-1)
     return torch.cat((full, full[:, :extra]), dim=-1)
 
 
-def extended_spectrum_adjoint(g: Tensor, n_pad: int, extra: int, weights: Tensor | None = None) -> Tensor:
+def extended_spectrum_adjoint(g: Tensor, n_pad: int, extra: int, weights: Tensor | None = None,
+                              pool: BufferPool | None = None) -> Tensor:
     """The adjoint of :func:`extended_spectrum` (even ``n_pad``; not
     differentiable): the gradient ``(B, n_pad // 2 + 1)`` of ``x_hat`` from that of
     the extended spectrum ``(B, n_pad + extra)`` (autograd's convention for complex
     tensors: the conjugated bins pass the conjugated gradient), times ``weights``
-    ``(n_pad // 2 + 1,)`` when given."""
+    ``(n_pad // 2 + 1,)`` when given; the native route writes into a buffer of
+    ``pool`` when one is given."""
     half = n_pad // 2 + 1
     g = g.contiguous()
     k = _native(g, *(() if weights is None else (weights,))) if extra <= n_pad and g.dim() == 2 else None
     if k is not None:
-        return k.extend_adjoint(g, n_pad, extra, g.new_empty(g.shape[0], half), weights)
+        return k.extend_adjoint(g, n_pad, extra, buffers.empty(pool, (g.shape[0], half), g), weights)
     full = g[:, :n_pad].clone()
     full[:, :extra] += g[:, n_pad: n_pad + extra]
     out = full[:, :half].clone()
@@ -320,13 +323,14 @@ def extended_spectrum_adjoint(g: Tensor, n_pad: int, extra: int, weights: Tensor
     return out if weights is None else out.mul_(weights)
 
 
-def extended_rfft_adjoint(g: Tensor, n_pad: int, extra: int) -> Tensor:
+def extended_rfft_adjoint(g: Tensor, n_pad: int, extra: int, pool: BufferPool | None = None) -> Tensor:
     """The gradient of the real padded signal ``(B, n_pad)`` from that of its
     extended spectrum ``extended_spectrum(rfft(x), n_pad, extra)`` (the adjoints of
-    both, the rfft weights folded into the first pass; not differentiable)."""
+    both, the rfft weights folded into the first pass; not differentiable).  With
+    ``pool``, the intermediate and the result are buffers of the pool."""
     w = _rfft_weights(n_pad, n_pad // 2 + 1, g)
-    gw = extended_spectrum_adjoint(g, n_pad, extra, w)
-    return _irfft(gw, n_pad, lambda: g.real.new_empty(g.shape[0], n_pad))
+    gw = extended_spectrum_adjoint(g, n_pad, extra, w, pool)
+    return _irfft(gw, n_pad, lambda: buffers.empty(pool, (g.shape[0], n_pad), g.real))
 
 
 def _filter_chunks(B: int, nf: int, L: int, device: torch.device) -> list[tuple[int, int]]:

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from scrapl.transforms import ops
-from scrapl.transforms.scale import normalise
+from scrapl.transforms.scale import normalise, row_scales
 
 from . import buffers, core
 from .buffers import BufferPool
@@ -99,6 +99,25 @@ def reflect_pad_adjoint(g: Tensor, pad_left: int, pad_right: int) -> Tensor:
     return out
 
 
+def _scaled_padded(x: Tensor, t: Tensor, geo: PathGeometry, pool: BufferPool | None) -> tuple[Tensor, Tensor]:
+    """The rows of ``x`` ``(B, N)`` and ``t`` ``(Bt, N)``, each divided by its
+    power-of-two scale (:func:`~scrapl.transforms.scale.row_scales`) and reflect-padded,
+    written straight into one buffer of ``pool``: ``(B + Bt, n_pad)``, and the scales
+    ``(B + Bt,)``.  The values of ``pad_reflect(normalise(cat(x, t)))`` without their
+    three full-size temporaries."""
+    parts = (x, t) if t.shape[0] else (x,)
+    scales = [row_scales(p) for p in parts]
+    pl = geo.pad_left
+    padded = buffers.empty(pool, (sum(p.shape[0] for p in parts), geo.n_pad), x)
+    r0 = 0
+    for p, (_, inv) in zip(parts, scales):
+        torch.mul(p.detach(), inv[:, None], out=padded[r0: r0 + p.shape[0], pl: pl + p.shape[1]])
+        r0 += p.shape[0]
+    ops.reflect_fill_(padded, pl, geo.pad_right)
+    scale = scales[0][0] if len(scales) == 1 else torch.cat([s for s, _ in scales])
+    return padded, scale
+
+
 class PathPair(torch.autograd.Function):
     """``(S_i(x), S_i(t))``: one JTFS path of ``x`` ``(B, N)`` and of the constant
     target ``t`` ``(Bt, N)`` (``Bt = 0`` allowed), each ``(rows, F_out, Tc)``, in one
@@ -114,11 +133,13 @@ class PathPair(torch.autograd.Function):
                 pool: BufferPool | None) -> tuple[Tensor, Tensor]:
         B = x.shape[0]
         save = ctx.needs_input_grad[0]
-        rows, scale = normalise(torch.cat((x, t)) if t.shape[0] else x)
-        padded = ops.pad_reflect(rows, geo.pad_left, geo.pad_right).contiguous()
-        spec = core._rfft(padded, lambda: padded.new_empty(padded.shape[0], geo.n_pad // 2 + 1,
-                                                          dtype=torch.promote_types(padded.dtype, torch.complex64)))
-        ext = core.extended_spectrum(spec, geo.n_pad, geo.ext_extra)
+        padded, scale = _scaled_padded(x, t, geo, pool)
+        # the spectra are transient (the backward keeps neither): pooled, as they are
+        # the step's largest buffers (a fresh allocation of tens of MiB is faulted in
+        # page by page at every step)
+        spec = core._rfft(padded, lambda: buffers.empty(pool, (padded.shape[0], geo.n_pad // 2 + 1), padded,
+                                                        torch.promote_types(padded.dtype, torch.complex64)))
+        ext = core.extended_spectrum(spec, geo.n_pad, geo.ext_extra, pool)
         win, phasors, layout = core.scalogram_second_order(ext, geo.specs, geo.width, pool, geo.tensors, save,
                                                           n_grad=B, cache=geo.cache)
         win = core.fold_windows(win, geo.T2, geo.fold)
@@ -156,6 +177,6 @@ class PathPair(torch.autograd.Function):
             gwin = gwin.index_select(-1, geo.fold)
         gext = core.scalogram_second_order_adjoint(gwin, ctx.ext_len, geo.specs, ctx.layout, geo.tensors, phasors,
                                                    ctx.pool)
-        grows = reflect_pad_adjoint(core.extended_rfft_adjoint(gext, geo.n_pad, geo.ext_extra), geo.pad_left,
+        grows = reflect_pad_adjoint(core.extended_rfft_adjoint(gext, geo.n_pad, geo.ext_extra, ctx.pool), geo.pad_left,
                                     geo.pad_right)
         return grows.div_(s.view(-1, 1)), *nones
