@@ -63,9 +63,10 @@ def test_scaled_padded_rows_equal_the_composition(jtfs64: JTFS, t_rows: int) -> 
     assert torch.equal(got, ops.pad_reflect(rows, geo.pad_left, geo.pad_right))
 
 
+@pytest.mark.parametrize("n", [50, checks.ABS_COPY_MAX_ELEMENTS // 4 + 1])  # both routes of peak_abs
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_row_peaks_are_the_max_abs_and_propagate_nan(dtype: torch.dtype) -> None:
-    x = torch.randn(4, 50, dtype=dtype, generator=torch.Generator().manual_seed(8))
+def test_row_peaks_are_the_max_abs_and_propagate_nan(dtype: torch.dtype, n: int) -> None:
+    x = torch.randn(4, n, dtype=dtype, generator=torch.Generator().manual_seed(8))
     x[1, 7] = -30.0
     assert torch.equal(row_peaks(x), x.abs().amax(dim=-1))
     x[2, 3], x[3, 4] = float("nan"), -float("inf")

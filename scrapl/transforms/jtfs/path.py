@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from scrapl.transforms import ops
-from scrapl.transforms.scale import normalise, row_scales
+from scrapl.transforms.scale import normalise, row_peaks, scales_of_peaks
 
 from . import buffers, core
 from .buffers import BufferPool
@@ -106,15 +106,15 @@ def _scaled_padded(x: Tensor, t: Tensor, geo: PathGeometry, pool: BufferPool | N
     ``(B + Bt,)``.  The values of ``pad_reflect(normalise(cat(x, t)))`` without their
     three full-size temporaries."""
     parts = (x, t) if t.shape[0] else (x,)
-    scales = [row_scales(p) for p in parts]
-    pl = geo.pad_left
-    padded = buffers.empty(pool, (sum(p.shape[0] for p in parts), geo.n_pad), x)
-    r0 = 0
-    for p, (_, inv) in zip(parts, scales):
-        torch.mul(p.detach(), inv[:, None], out=padded[r0: r0 + p.shape[0], pl: pl + p.shape[1]])
-        r0 += p.shape[0]
+    peaks = [row_peaks(p) for p in parts]
+    scale, inv = scales_of_peaks(peaks[0] if len(parts) == 1 else torch.cat(peaks), x.dtype)
+    pl, B = geo.pad_left, x.shape[0]
+    padded = buffers.empty(pool, (B + t.shape[0], geo.n_pad), x)
+    inv = inv[:, None]
+    torch.mul(x, inv[:B], out=padded[:B, pl: pl + x.shape[1]])
+    if len(parts) > 1:
+        torch.mul(t, inv[B:], out=padded[B:, pl: pl + t.shape[1]])
     ops.reflect_fill_(padded, pl, geo.pad_right)
-    scale = scales[0][0] if len(scales) == 1 else torch.cat([s for s, _ in scales])
     return padded, scale
 
 
