@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from scrapl import checks
 from scrapl.transforms import ops
 from scrapl.transforms.jtfs import JTFS, core, native, path
-from scrapl import checks
 from scrapl.transforms.scale import normalise, row_peaks
 
 

@@ -48,6 +48,11 @@ def modulus(z: Tensor, floor: float = 0.0) -> Tensor:
     return Modulus.apply(z, floor)
 
 
+def _check_reflect_pads(pad_left: int, pad_right: int, n: int) -> None:
+    if not (0 <= pad_left < n and 0 <= pad_right < n):
+        raise ValueError(f"reflection padding ({pad_left}, {pad_right}) must be smaller than the signal ({n} samples)")
+
+
 def pad_reflect(x: Tensor, pad_left: int, pad_right: int) -> Tensor:
     """Reflect-pad the last axis of ``(B, N)`` (mirror without repeating the edge
     sample) to ``(B, N + pad_left + pad_right)``; each pad ``< N``.  The same values
@@ -56,8 +61,7 @@ def pad_reflect(x: Tensor, pad_left: int, pad_right: int) -> Tensor:
     if pad_left == 0 and pad_right == 0:
         return x
     n = x.shape[-1]
-    if not (0 <= pad_left < n and 0 <= pad_right < n):
-        raise ValueError(f"reflection padding ({pad_left}, {pad_right}) must be smaller than the signal ({n} samples)")
+    _check_reflect_pads(pad_left, pad_right, n)
     return torch.cat((x[..., 1: pad_left + 1].flip(-1), x, x[..., n - 1 - pad_right: n - 1].flip(-1)), dim=-1)
 
 
@@ -67,8 +71,7 @@ def reflect_fill_(out: Tensor, pad_left: int, pad_right: int) -> Tensor:
     around it (the values of :func:`pad_reflect`, without allocating the padded
     signal); each pad ``< N``.  Returns ``out``."""
     n = out.shape[-1] - pad_left - pad_right
-    if not (0 <= pad_left < n and 0 <= pad_right < n):
-        raise ValueError(f"reflection padding ({pad_left}, {pad_right}) must be smaller than the signal ({n} samples)")
+    _check_reflect_pads(pad_left, pad_right, n)
     if pad_left:
         out[..., :pad_left].copy_(out[..., pad_left + 1: 2 * pad_left + 1].flip(-1))
     if pad_right:

@@ -105,14 +105,13 @@ def _scaled_padded(x: Tensor, t: Tensor, geo: PathGeometry, pool: BufferPool | N
     written straight into one buffer of ``pool``: ``(B + Bt, n_pad)``, and the scales
     ``(B + Bt,)``.  The values of ``pad_reflect(normalise(cat(x, t)))`` without their
     three full-size temporaries."""
-    parts = (x, t) if t.shape[0] else (x,)
-    peaks = [row_peaks(p) for p in parts]
-    scale, inv = scales_of_peaks(peaks[0] if len(parts) == 1 else torch.cat(peaks), x.dtype)
-    pl, B = geo.pad_left, x.shape[0]
-    padded = buffers.empty(pool, (B + t.shape[0], geo.n_pad), x)
+    B, Bt, pl = x.shape[0], t.shape[0], geo.pad_left
+    peaks = torch.cat((row_peaks(x), row_peaks(t))) if Bt else row_peaks(x)
+    scale, inv = scales_of_peaks(peaks, x.dtype)
     inv = inv[:, None]
+    padded = buffers.empty(pool, (B + Bt, geo.n_pad), x)
     torch.mul(x, inv[:B], out=padded[:B, pl: pl + x.shape[1]])
-    if len(parts) > 1:
+    if Bt:
         torch.mul(t, inv[B:], out=padded[B:, pl: pl + t.shape[1]])
     ops.reflect_fill_(padded, pl, geo.pad_right)
     return padded, scale
