@@ -17,8 +17,11 @@ For each configuration (``paper``: J=12, Q=(8, 2), J_fr=3, Q_fr=2, 32768 samples
 
 After one warm-up step per path, the sides (and the FFT floor below) alternate
 repetition by repetition, ``--repeat`` times (``--ref-repeat`` for the reference),
-so that the shared machine's load hits all alike; per path and side the fastest
-repetition is kept (the least disturbed by other jobs; all are in the JSON).  Two
+so that the shared machine's load hits all alike; a 50 ms pause before and after
+each reference step lets the OpenMP threads of the side that just ran stop
+spin-waiting (right after a reference step, with no pause, our batch-1 step took up
+to twice as long: the worker's two threads spin on both cores); per path and side
+the fastest repetition is kept (the least disturbed by other jobs; all are in the JSON).  Two
 clocks are reported: wall time, and the CPU time of the process summed over its
 threads (the reference's measured in its worker), which waiting for a core on a
 loaded machine does not inflate.  A path's cost depends on its temporal scale ``n2``; the ``n2`` values are cut
@@ -478,6 +481,7 @@ def run_cell(name: str, tcfg: dict, lcfg: dict, batch: int, args: argparse.Names
                 if server is not None and r < ref_repeat:
                     time.sleep(0.05)  # our OpenMP threads spin a while after their last region
                     add("ref", _ref_times(server, i))
+                    time.sleep(0.05)  # and the worker's, which would take both cores from our next step
             floor.release()
             for clock in CLOCKS:
                 for k in sides:
