@@ -7,7 +7,8 @@ grad:
 
 * ``scrapl``: the distance of one path (``loss.path_distance``), a different random
   path at every repetition; median over the repetitions (paths differ in cost:
-  those with a large ``j2`` need more first-order filters);
+  those with a large ``j2`` need more first-order filters); its repetitions and
+  MSS's alternate, so that a shared machine's slow phases hit both alike;
 * ``jtfs``: the full-tree distance over all ``P`` paths (``loss.full_distance``);
 * ``mss``: ``auraloss.freq.MultiResolutionSTFTLoss()``.
 
@@ -207,17 +208,31 @@ def run_bench(
         x_hat.grad = None
         mss_fn(x_hat, x).backward()  # type: ignore[misc]
 
-    results: dict[str, Any] = {}
+    # SCRAPL and MSS alternate repetition by repetition, so that a shared machine's
+    # slow phases (tens of seconds) hit both alike; the slow full transform runs after.
+    times: dict[str, list[float]] = {m: [] for m in methods}
     total = sum({"scrapl": repeats + 1, "jtfs": full_repeats, "mss": repeats + 1}[m] for m in methods)
     bar = tqdm(total=total, desc="bench", disable=not progress, leave=False)
-    for m in methods:
-        times: list[float] = []
-        if m == "scrapl":
-            scrapl_step(path_order[repeats])()  # warm-up (not timed)
+    if "scrapl" in methods:
+        scrapl_step(path_order[repeats])()  # warm-up (not timed)
+        bar.update(1)
+    if "mss" in methods:
+        mss_step()
+        bar.update(1)
+    for i in range(repeats):
+        if "scrapl" in methods:
+            times["scrapl"].append(_time_step(scrapl_step(path_order[i]), dev))
             bar.update(1)
-            for i in range(repeats):
-                times.append(_time_step(scrapl_step(path_order[i]), dev))
-                bar.update(1)
+        if "mss" in methods:
+            times["mss"].append(_time_step(mss_step, dev))
+            bar.update(1)
+    if "jtfs" in methods:
+        for _ in range(full_repeats):
+            times["jtfs"].append(_time_step(jtfs_step, dev))
+            bar.update(1)
+    results: dict[str, Any] = {}
+    for m in methods:
+        if m == "scrapl":
             # the larger peak of the first and the last path (JTFS paths are sorted by
             # temporal scale: the two extremes of the first-order work), each warm
             peaks = []
@@ -226,18 +241,10 @@ def run_bench(
                 peaks.append(peak_memory_bytes(scrapl_step(path), dev, (loss,)))
             peak = None if None in peaks else max(peaks)  # type: ignore[type-var]
         elif m == "jtfs":
-            for _ in range(full_repeats):
-                times.append(_time_step(jtfs_step, dev))
-                bar.update(1)
             peak = peak_memory_bytes(jtfs_step, dev, (loss,))
         else:
-            mss_step()
-            bar.update(1)
-            for _ in range(repeats):
-                times.append(_time_step(mss_step, dev))
-                bar.update(1)
             peak = peak_memory_bytes(mss_step, dev, (mss_fn,))
-        ms = [1000.0 * t for t in times]
+        ms = [1000.0 * t for t in times[m]]
         results[m] = {
             "ms_median": round(statistics.median(ms), 3),
             "ms_min": round(min(ms), 3),

@@ -1,5 +1,5 @@
 """`scrapl bench`'s peak memory counts the JTFS buffer pool (not only the
-allocations a warm pool no longer makes)."""
+allocations a warm pool no longer makes); its SCRAPL and MSS repetitions alternate."""
 
 from __future__ import annotations
 
@@ -68,3 +68,23 @@ def test_run_bench_reports_the_pooled_peak() -> None:
     assert pool > 1 << 20
     assert res["results"]["scrapl"]["peak_mb"] * 2**20 >= pool
     assert res["results"]["mss"]["peak_mb"] > 0
+
+
+def test_run_bench_alternates_scrapl_and_mss(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The timed steps run SCRAPL, MSS, SCRAPL, MSS, ... and the full transform last,
+    so that a shared machine's slow phases hit SCRAPL and MSS alike."""
+    order: list[str] = []
+    monkeypatch.setattr(bench, "peak_memory_bytes", lambda fn, dev, mods: 1 << 20)
+
+    def timed(step, dev) -> float:
+        order.append(next(m for m in ("scrapl", "jtfs", "mss") if f"{m}_step" in step.__qualname__))
+        step()
+        return 0.001
+
+    monkeypatch.setattr(bench, "_time_step", timed)
+    cfg = {"transform": {"name": "jtfs", "shape": 4096, "J": 6, "Q1": 8, "Q2": 1, "J_fr": 2, "Q_fr": 1}}
+    res = bench.run_bench(cfg, batch_size=1, repeats=3, methods=("scrapl", "jtfs", "mss"), progress=False,
+                          device="cpu")
+    assert order == ["scrapl", "mss"] * 3 + ["jtfs"]
+    assert list(res["results"]) == ["scrapl", "jtfs", "mss"]
+    assert [res["results"][m]["repeats"] for m in ("scrapl", "jtfs", "mss")] == [3, 1, 3]
