@@ -549,7 +549,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Measure loss + backward time and peak memory of one-path SCRAPL (median over random "
             "paths), the full JTFS distance and auraloss's MultiResolutionSTFTLoss for one "
-            "configuration (default: the demo's)."
+            "configuration (default: the demo's). SCRAPL's and MSS's timed steps alternate, so that "
+            "a shared machine's slow phases hit both alike; compare ratios within one run."
         ),
     )
     b.add_argument("--config", help="scrapl config file (YAML/JSON)")
