@@ -82,6 +82,14 @@ def _full_precision(method: Callable[..., Tensor]) -> Callable[..., Tensor]:
     return wrapper
 
 
+#: The loss's entry points run eagerly inside ``torch.compile`` regions (dynamo skips
+#: them and everything they call: one graph break).  Compiling them gains nothing (one
+#: graph per path, the sampler's and tracker's side effects, native kernels dynamo
+#: cannot trace) and cost up to a minute of compilation, or failed on short JTFS
+#: signals (docs/best_practices.md).
+_eager = torch.compiler.disable
+
+
 def _loss_config(config: LossConfig | Mapping[str, Any] | None, overrides: Mapping[str, Any]) -> LossConfig:
     if config is None:
         base: dict[str, Any] = {}
@@ -290,6 +298,7 @@ class PathLoss(nn.Module):
             total = total + self._path_dist(x, x_target, i)
         return total / self.n_paths
 
+    @_eager
     @_full_precision
     def path_distance(self, x: Tensor, x_target: Tensor, path_idx: int, reduction: Optional[str] = None) -> Tensor:
         """Distance of one path, without side effects (no sampling, no counting).
@@ -306,6 +315,7 @@ class PathLoss(nn.Module):
         i = checks.path_index(path_idx, self.n_paths, "path_idx")
         return self._reduce(self._path_dist(x, x_target, i), reduction)
 
+    @_eager
     @_full_precision
     def full_distance(self, x: Tensor, x_target: Tensor, reduction: Optional[str] = None) -> Tensor:
         """Deterministic full-tree distance: the mean over all paths of the per-path
@@ -345,6 +355,7 @@ class PathLoss(nn.Module):
                 return held
         return self.sample_path(seed)
 
+    @_eager
     @_full_precision
     def forward(self, x: Tensor, x_target: Tensor, seed: Optional[int] = None,
                 path_idx: Optional[int] = None) -> Tensor:

@@ -335,6 +335,10 @@ class PathOptimizerBase(PathAwareOptimizer):
         self._check_hyper(self.param_groups[-1])
 
     # ----------------------------------------------------------------- step
+    # Runs eagerly inside ``torch.compile`` regions (one graph break): the step reads
+    # the path and, at a path's first step, the gradient's scale as Python numbers,
+    # which dynamo would turn into graph breaks and recompilations.
+    @torch.compiler.disable
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], Any]] = None, path: Optional[int] = None) -> Any:  # type: ignore[override]
         """Update the parameters with the gradient produced by one path.

@@ -8,7 +8,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["Modulus", "modulus", "modulus_backward", "pad_reflect", "reflect_fill_", "subsample_fourier"]
+__all__ = ["Modulus", "eager_backward", "modulus", "modulus_backward", "pad_reflect", "reflect_fill_", "subsample_fourier"]
+
+#: Decorates the backward of every autograd Function of the transforms: it runs
+#: eagerly even when the autograd engine calls it inside a ``torch.compile`` region
+#: (``loss.backward()`` in a compiled training step).  Dynamo would otherwise compile
+#: it frame by frame at each new path's shapes (seconds per path, nothing gained: the
+#: loss's forward already runs eagerly, see :mod:`scrapl.loss`).
+eager_backward = torch.compiler.disable
 
 
 def modulus_backward(g: Tensor, z: Tensor, out: Tensor) -> Tensor:
@@ -37,6 +44,7 @@ class Modulus(torch.autograd.Function):
         return out
 
     @staticmethod
+    @eager_backward
     def backward(ctx: Any, g: Tensor) -> tuple[Tensor, None]:  # noqa: D102
         z, out = ctx.saved_tensors
         return modulus_backward(g, z, out), None
