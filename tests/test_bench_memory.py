@@ -52,7 +52,10 @@ def test_peak_memory_without_modules_sees_a_warm_pool_only() -> None:
     warm = bench._profiler_peak(step)
     cold = bench.peak_memory_bytes(step, CPU, (jtfs,))
     assert warm is not None and cold is not None
-    assert warm < jtfs.buffer_pool.nbytes <= cold
+    # warm: only what the pool does not serve; cold: the pool emptied and refilled, on
+    # the RSS route only the pages the step touched (at least 7/8 of the pool, see
+    # test_peak_memory_includes_the_pool: 0.99-1.02 of it measured, so not always all)
+    assert warm < 0.875 * jtfs.buffer_pool.nbytes <= cold
 
 
 def test_run_bench_reports_the_pooled_peak() -> None:
