@@ -1,5 +1,6 @@
 """Operations shared by the transforms: complex modulus with a safe backward,
-reflection padding, Fourier-domain subsampling (pure torch functions)."""
+reflection padding, Fourier-domain subsampling (pure torch functions), and the
+decorator that keeps the transforms out of ``torch.compile``'s tracing."""
 
 from __future__ import annotations
 
@@ -8,14 +9,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["Modulus", "eager_backward", "modulus", "modulus_backward", "pad_reflect", "reflect_fill_", "subsample_fourier"]
+__all__ = ["Modulus", "modulus", "modulus_backward", "pad_reflect", "reflect_fill_", "run_eagerly", "subsample_fourier"]
 
-#: Decorates the backward of every autograd Function of the transforms: it runs
-#: eagerly even when the autograd engine calls it inside a ``torch.compile`` region
-#: (``loss.backward()`` in a compiled training step).  Dynamo would otherwise compile
-#: it frame by frame at each new path's shapes (seconds per path, nothing gained: the
-#: loss's forward already runs eagerly, see :mod:`scrapl.loss`).
-eager_backward = torch.compiler.disable
+#: Runs the decorated function eagerly even inside a ``torch.compile`` region (dynamo
+#: skips it and everything it calls: one graph break).  On the JTFS's entry points and
+#: on the backward of every autograd Function of the transforms, which the autograd
+#: engine calls from ``loss.backward()`` in a compiled training step: dynamo cannot
+#: trace the native kernels, its fake tensors reject the buffer pool's complex views,
+#: and it would otherwise compile each backward frame by frame at each new path's
+#: shapes (seconds per path, nothing gained: the loss runs eagerly, see
+#: :mod:`scrapl.loss`).
+run_eagerly = torch.compiler.disable
 
 
 def modulus_backward(g: Tensor, z: Tensor, out: Tensor) -> Tensor:
@@ -44,7 +48,7 @@ class Modulus(torch.autograd.Function):
         return out
 
     @staticmethod
-    @eager_backward
+    @run_eagerly
     def backward(ctx: Any, g: Tensor) -> tuple[Tensor, None]:  # noqa: D102
         z, out = ctx.saved_tensors
         return modulus_backward(g, z, out), None

@@ -89,7 +89,7 @@ class PlanarModulus(torch.autograd.Function):
         return out
 
     @staticmethod
-    @ops.eager_backward
+    @ops.run_eagerly
     def backward(ctx, g: Tensor):  # noqa: D102
         x, out = ctx.saved_tensors  # out >= MODULUS_FLOOR > 0: no zero guard needed
         return x * (g / out).unsqueeze(ctx.dim), None
@@ -280,7 +280,7 @@ class RealSpectrum(torch.autograd.Function):
                                                         dtype=torch.promote_types(x.dtype, torch.complex64)))
 
     @staticmethod
-    @ops.eager_backward
+    @ops.run_eagerly
     def backward(ctx, g: Tensor):  # noqa: D102
         if torch.is_grad_enabled():  # create_graph=True: differentiable
             return torch.fft.irfft(g * _rfft_weights(ctx.n, g.shape[-1], g), n=ctx.n)
@@ -606,7 +606,7 @@ class ScalogramGroups(torch.autograd.Function):
         return tuple(outs)
 
     @staticmethod
-    @ops.eager_backward
+    @ops.run_eagerly
     def backward(ctx, *g_outs: Tensor):  # noqa: D102
         ext, *rest = ctx.saved_tensors
         tensors, saved = rest[: ctx.n_tensors], rest[ctx.n_tensors:]
@@ -891,7 +891,7 @@ class ScalogramSecondOrder(torch.autograd.Function):
         return out
 
     @staticmethod
-    @ops.eager_backward
+    @ops.run_eagerly
     def backward(ctx, g: Tensor):  # noqa: D102
         ext, *rest = ctx.saved_tensors
         tensors, saved = rest[: ctx.n_tensors], rest[ctx.n_tensors:]
@@ -980,7 +980,7 @@ class SecondOrderSpectrum(torch.autograd.Function):
         return out
 
     @staticmethod
-    @ops.eager_backward
+    @ops.run_eagerly
     def backward(ctx, g: Tensor):  # noqa: D102
         g_r = torch.view_as_real(g)
         grads = []
@@ -1028,7 +1028,7 @@ class InverseFFT(torch.autograd.Function):
         return _c2c(x, False, lambda: buffers.empty(pool, x.shape, x), keep=pool is not None)
 
     @staticmethod
-    @ops.eager_backward
+    @ops.run_eagerly
     def backward(ctx, g: Tensor):  # noqa: D102
         if torch.is_grad_enabled():  # create_graph=True: differentiable
             return torch.fft.fft(g, norm="forward"), None
@@ -1314,7 +1314,7 @@ class FreqScatterModulusAverage(torch.autograd.Function):
         return out
 
     @staticmethod
-    @ops.eager_backward
+    @ops.run_eagerly
     def backward(ctx, g: Tensor):  # noqa: D102
         y2, M, A, *kept = ctx.saved_tensors
         nones = (None,) * 4

@@ -17,15 +17,10 @@ from scrapl.transforms.jtfs.buffers import BufferPool
 from scrapl.transforms.jtfs.config import JTFSConfig
 from scrapl.transforms.jtfs.filterbank import JTFSPlan, build_plan, design_filterbank
 from scrapl.transforms.jtfs.path import PathGeometry, PathPair
+from scrapl.transforms.ops import run_eagerly
 from scrapl.transforms.scale import normalise, rescale
 
 __all__ = ["JTFS"]
-
-
-#: The public entry points run eagerly inside ``torch.compile`` regions (dynamo skips
-#: them: one graph break): dynamo cannot trace the native kernels, and its fake
-#: tensors reject the buffer pool's complex views.
-_eager = torch.compiler.disable
 
 
 @dataclass(frozen=True)
@@ -353,7 +348,7 @@ class JTFS(ScatteringTransform):
     def _finish_path(self, S: Tensor, i: int, cols: slice) -> Tensor:
         return torch.matmul(getattr(self, f"_p{i}_P"), S) + getattr(self, f"_p{i}_bias")[:, cols]
 
-    @_eager
+    @run_eagerly
     def forward_path(self, x: Tensor, i: int, *, crop_time: bool = True) -> Tensor:
         """Coefficients of path ``i`` = key ``paths[i] = (n2, n_fr)``.
 
@@ -379,7 +374,7 @@ class JTFS(ScatteringTransform):
             out = rescale(self._path_rows_unfused(xb, plan), scale)
         return out.reshape(*batch_shape, *out.shape[-2:])
 
-    @_eager
+    @run_eagerly
     def forward_path_pair(self, x: Tensor, x_target: Tensor, i: int, *,
                           crop_time: bool = True) -> tuple[Tensor, Tensor]:
         """Path ``i`` of ``x`` and of ``x_target`` in one pass over both batches.
@@ -476,7 +471,7 @@ class JTFS(ScatteringTransform):
                 outs.append(self._finish_path(S[:, r0:r1], self._path_index[(n2, nf)], cols))
         return torch.stack(outs, dim=1)
 
-    @_eager
+    @run_eagerly
     def forward(self, x: Tensor, *, crop_time: bool = True) -> Tensor:
         """All paths: ``(*batch, n_paths, F_out, T_out)``, path ``i`` equal to
         ``forward_path(x, i, crop_time=crop_time)``; the scalogram is computed once."""
@@ -487,7 +482,7 @@ class JTFS(ScatteringTransform):
         out = self._all_paths(u1_hats, crop_time)
         return rescale(out, scale).reshape(*batch_shape, *out.shape[-3:])
 
-    @_eager
+    @run_eagerly
     def forward_first_order(self, x: Tensor, *, crop_time: bool = True) -> Tensor:
         """The ``n_first = K + 1`` first-order joint channels ``(n_fr,)``:
         ``(*batch, n_first, F_out, T_out)``."""
@@ -509,7 +504,7 @@ class JTFS(ScatteringTransform):
                 for nf, (r0, r1) in enumerate(self._first_rows)]
         return torch.stack(outs, dim=1)
 
-    @_eager
+    @run_eagerly
     def forward_full(self, x: Tensor, *, crop_time: bool = True) -> Tensor:
         """The complete joint output ``(*batch, n_first + n_paths, F_out,
         T_out)``: first-order channels ``(n_fr,)``, ``n_fr = 0..K``, then all paths."""

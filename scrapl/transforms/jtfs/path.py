@@ -155,7 +155,7 @@ class PathPair(torch.autograd.Function):
         return out_x, out_t
 
     @staticmethod
-    @ops.eager_backward
+    @ops.run_eagerly
     def backward(ctx, g: Tensor, g_target: Tensor | None):  # noqa: D102
         x, scale, y2, *rest = ctx.saved_tensors
         geo: PathGeometry = ctx.geo

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from scrapl.transforms.ops import eager_backward, modulus
+from scrapl.transforms.ops import modulus, run_eagerly
 
 #: Largest fold count ``k * k`` that :class:`FoldSubsample` adds slice by slice; above
 #: it, one strided reduction.
@@ -102,7 +102,7 @@ class FoldSubsample(torch.autograd.Function):
         return out.mul_(1.0 / (k * k))
 
     @staticmethod
-    @eager_backward
+    @run_eagerly
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:  # noqa: D102
         k = ctx.k
         return grad.repeat(*([1] * (grad.ndim - 2)), k, k) * (1.0 / (k * k)), None
